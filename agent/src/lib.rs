@@ -1,0 +1,5 @@
+//! autofact, the agent.
+//!
+//! # Layout
+//! (grows as the modules land)
+#![forbid(unsafe_code)]

@@ -1,0 +1,407 @@
+//! Our own Rust types for every protocol message and fact. Only `codec` touches the
+//! generated flatbuffers types; everything else in the workspace uses these.
+
+/// The protocol version this build speaks; sent in `Hello`.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// One websocket binary message.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Message {
+    /// agent -> factory, first message.
+    Hello(Hello),
+    /// factory -> agent, answer to a good Hello.
+    Welcome(Welcome),
+    /// factory -> agent, a changed configuration.
+    Config(Config),
+    /// agent -> factory, facts.
+    Batch(Batch),
+    /// factory -> agent, cumulative acknowledgement.
+    Ack(Ack),
+    /// factory -> agent, refusal before close.
+    Reject(Reject),
+}
+
+/// The agent's introduction.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Hello {
+    /// Protocol version the agent speaks.
+    pub protocol_version: u32,
+    /// 32 lowercase hex digits, empty when the agent is new.
+    pub client_id: String,
+    /// The secret the factory gave this client, empty when new.
+    pub secret: String,
+    /// The enrollment token (used when new).
+    pub token: String,
+    /// Hostname, the client's display name.
+    pub hostname: String,
+    /// Region tag, may be empty.
+    pub region: String,
+    /// Zone tag, may be empty.
+    pub zone: String,
+    /// Machine architecture (uname -m).
+    pub arch: String,
+    /// Kernel release (uname -r).
+    pub kernel: String,
+    /// `/etc/os-release` PRETTY_NAME.
+    pub os: String,
+    /// CPU model or board description from /proc/cpuinfo.
+    pub cpu_model: String,
+    /// Total memory in bytes.
+    pub mem_total: u64,
+    /// The agent's version.
+    pub agent_version: String,
+    /// Boot time, unix seconds.
+    pub boot_time: u64,
+    /// The agent's wall clock when it sent Hello, unix nanoseconds.
+    pub agent_clock_ns: i64,
+}
+
+/// Collection periods in milliseconds; 0 disables the kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Periods {
+    /// `cpu` measurement.
+    pub cpu_ms: u32,
+    /// `kernel` measurement.
+    pub kernel_ms: u32,
+    /// `mem` measurement.
+    pub mem_ms: u32,
+    /// `swap` measurement.
+    pub swap_ms: u32,
+    /// `system` measurement.
+    pub system_ms: u32,
+    /// `net` measurement.
+    pub net_ms: u32,
+    /// `diskio` measurement.
+    pub diskio_ms: u32,
+    /// `disk` measurement.
+    pub disk_ms: u32,
+    /// `temp` measurement.
+    pub temp_ms: u32,
+    /// `autofact` (agent health) measurement.
+    pub health_ms: u32,
+}
+
+impl Periods {
+    /// Every kind at the same period.
+    pub fn all(ms: u32) -> Periods {
+        Periods {
+            cpu_ms: ms,
+            kernel_ms: ms,
+            mem_ms: ms,
+            swap_ms: ms,
+            system_ms: ms,
+            net_ms: ms,
+            diskio_ms: ms,
+            disk_ms: ms,
+            temp_ms: ms,
+            health_ms: ms,
+        }
+    }
+}
+
+/// How an agent behaves; pushed by the factory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Config {
+    /// Collection period per fact kind.
+    pub periods: Periods,
+    /// How often collected facts become one Batch.
+    pub push_interval_ms: u32,
+    /// Websocket ping interval when idle.
+    pub ping_interval_ms: u32,
+    /// Disk buffer cap in bytes; oldest batches are dropped past it.
+    pub buffer_cap_bytes: u64,
+    /// Give up reconnecting after this many seconds; 0 = never.
+    pub give_up_secs: u32,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            periods: Periods::all(10_000),
+            push_interval_ms: 10_000,
+            ping_interval_ms: 15_000,
+            buffer_cap_bytes: 64 * 1024 * 1024,
+            give_up_secs: 15 * 60,
+        }
+    }
+}
+
+/// The factory's answer to a good Hello.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Welcome {
+    /// The client's id (new or the one presented).
+    pub client_id: String,
+    /// The new secret; empty on welcome back.
+    pub secret: String,
+    /// True when the client was already known.
+    pub welcome_back: bool,
+    /// The client's effective Config.
+    pub config: Config,
+}
+
+/// Facts collected since the previous batch.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Batch {
+    /// Monotonic per client, survives restarts.
+    pub seq: u64,
+    /// Collection instants, oldest first.
+    pub snapshots: Vec<Snapshot>,
+}
+
+/// Cumulative acknowledgement: every seq <= `seq` is durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ack {
+    /// Highest durable seq.
+    pub seq: u64,
+}
+
+/// Why the factory refuses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RejectCode {
+    /// The message could not be decoded or was not expected.
+    Malformed,
+    /// Wrong enrollment token.
+    BadToken,
+    /// The presented client id is unknown to this factory.
+    UnknownClient,
+    /// The presented secret does not match.
+    BadSecret,
+    /// Protocol version not supported.
+    UnsupportedVersion,
+    /// Message larger than the factory accepts.
+    TooLarge,
+    /// Connection limit reached.
+    Busy,
+    /// A newer connection with the same id replaced this one.
+    Replaced,
+    /// The factory is shutting down.
+    ShuttingDown,
+}
+
+/// A refusal, sent just before the factory closes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reject {
+    /// Machine-readable reason.
+    pub code: RejectCode,
+    /// Human-readable detail.
+    pub message: String,
+}
+
+/// One collection instant; only kinds collected at that instant are present.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Snapshot {
+    /// Collection time, unix nanoseconds.
+    pub time_ns: i64,
+    /// `cpu`: cpu-total first, then cpu0...
+    pub cpu: Vec<Cpu>,
+    /// `kernel`.
+    pub kernel: Option<Kernel>,
+    /// `mem`.
+    pub mem: Option<Mem>,
+    /// `swap`.
+    pub swap: Option<Swap>,
+    /// `system`.
+    pub system: Option<System>,
+    /// `net`, one per interface.
+    pub net: Vec<Net>,
+    /// `diskio`, one per block device.
+    pub diskio: Vec<DiskIo>,
+    /// `disk`, one per filesystem.
+    pub disk: Vec<Disk>,
+    /// `temp`, one per thermal zone.
+    pub temp: Vec<Temp>,
+    /// `autofact`, the agent's own health.
+    pub health: Option<Health>,
+}
+
+/// CPU usage percentages over one interval (Telegraf `cpu`, fields `usage_*`).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Cpu {
+    /// `cpu-total`, `cpu0`, ...
+    pub name: String,
+    /// usage_user
+    pub user: f64,
+    /// usage_system
+    pub system: f64,
+    /// usage_idle
+    pub idle: f64,
+    /// usage_nice
+    pub nice: f64,
+    /// usage_iowait
+    pub iowait: f64,
+    /// usage_irq
+    pub irq: f64,
+    /// usage_softirq
+    pub softirq: f64,
+    /// usage_steal
+    pub steal: f64,
+    /// usage_guest
+    pub guest: f64,
+    /// usage_guest_nice
+    pub guest_nice: f64,
+}
+
+/// Telegraf `kernel`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Kernel {
+    /// Boot time, unix seconds (`btime`).
+    pub boot_time: u64,
+    /// `ctxt`.
+    pub context_switches: u64,
+    /// First number of `intr`.
+    pub interrupts: u64,
+    /// `processes`.
+    pub processes_forked: u64,
+}
+
+/// Telegraf `mem`, bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Mem {
+    /// MemTotal
+    pub total: u64,
+    /// MemAvailable (or an estimate on kernels before 3.14)
+    pub available: u64,
+    /// total - free - buffered - cached
+    pub used: u64,
+    /// MemFree
+    pub free: u64,
+    /// Cached + SReclaimable
+    pub cached: u64,
+    /// Buffers
+    pub buffered: u64,
+    /// Active
+    pub active: u64,
+    /// Inactive
+    pub inactive: u64,
+    /// Slab
+    pub slab: u64,
+    /// Shmem
+    pub shared: u64,
+}
+
+/// Telegraf `swap`, bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Swap {
+    /// SwapTotal
+    pub total: u64,
+    /// total - free
+    pub used: u64,
+    /// SwapFree
+    pub free: u64,
+}
+
+/// Telegraf `system`.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct System {
+    /// 1-minute load average.
+    pub load1: f64,
+    /// 5-minute load average.
+    pub load5: f64,
+    /// 15-minute load average.
+    pub load15: f64,
+    /// Number of CPUs (cpuN lines in /proc/stat).
+    pub n_cpus: u32,
+    /// Seconds since boot.
+    pub uptime: u64,
+}
+
+/// Telegraf `net`, one interface.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Net {
+    /// Interface name.
+    pub interface: String,
+    /// Transmitted bytes.
+    pub bytes_sent: u64,
+    /// Received bytes.
+    pub bytes_recv: u64,
+    /// Transmitted packets.
+    pub packets_sent: u64,
+    /// Received packets.
+    pub packets_recv: u64,
+    /// Receive errors.
+    pub err_in: u64,
+    /// Transmit errors.
+    pub err_out: u64,
+    /// Receive drops.
+    pub drop_in: u64,
+    /// Transmit drops.
+    pub drop_out: u64,
+}
+
+/// Telegraf `diskio`, one block device.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct DiskIo {
+    /// Device name (sda, mmcblk0p2, ...).
+    pub name: String,
+    /// Reads completed.
+    pub reads: u64,
+    /// Writes completed.
+    pub writes: u64,
+    /// Sectors read * 512.
+    pub read_bytes: u64,
+    /// Sectors written * 512.
+    pub write_bytes: u64,
+    /// Milliseconds spent reading.
+    pub read_time: u64,
+    /// Milliseconds spent writing.
+    pub write_time: u64,
+    /// Milliseconds spent doing I/O.
+    pub io_time: u64,
+    /// Weighted milliseconds spent doing I/O.
+    pub weighted_io_time: u64,
+    /// I/Os currently in progress.
+    pub iops_in_progress: u64,
+    /// Reads merged.
+    pub merged_reads: u64,
+    /// Writes merged.
+    pub merged_writes: u64,
+}
+
+/// Telegraf `disk`, one mounted filesystem.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Disk {
+    /// Mount point.
+    pub path: String,
+    /// Device, without `/dev/`.
+    pub device: String,
+    /// Filesystem type.
+    pub fstype: String,
+    /// f_blocks * f_frsize
+    pub total: u64,
+    /// f_bavail * f_frsize (available to unprivileged users, as Telegraf)
+    pub free: u64,
+    /// (f_blocks - f_bfree) * f_frsize
+    pub used: u64,
+    /// f_files
+    pub inodes_total: u64,
+    /// f_ffree
+    pub inodes_free: u64,
+    /// f_files - f_ffree
+    pub inodes_used: u64,
+}
+
+/// Telegraf `temp`, one thermal zone.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Temp {
+    /// The zone's `type`, e.g. cpu-thermal.
+    pub sensor: String,
+    /// Degrees Celsius.
+    pub temp: f64,
+}
+
+/// The agent's own health (measurement `autofact`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Health {
+    /// Batches in the disk buffer, not yet acknowledged.
+    pub buffered_batches: u64,
+    /// Bytes of those batches.
+    pub buffered_bytes: u64,
+    /// Batches dropped (buffer cap) since the agent started.
+    pub dropped_batches: u64,
+    /// Reconnects since the agent started.
+    pub reconnects: u64,
+    /// Microseconds the last collection round took.
+    pub collect_us: u64,
+    /// Malformed files met since the agent started.
+    pub parse_errors: u64,
+}
