@@ -3,3 +3,4 @@
 //! # Layout
 //! (grows as the modules land)
 #![forbid(unsafe_code)]
+pub mod buffer;

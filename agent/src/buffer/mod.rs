@@ -1,0 +1,286 @@
+//! The agent's persistent batch queue: every encoded Batch waits here, on disk, until the factory acks it.
+//!
+//! # On-disk format (version 1)
+//!
+//! A buffer is one directory `dir` that this module owns entirely:
+//!
+//! ```text
+//! dir/FORMAT    "autofact-buffer 1\n": the format version, written (tmp + rename + fsync) before anything else
+//! dir/OPENING   present only while an open is in progress: the number of opens started and not finished
+//! dir/db/       a fjall 3 database with two keyspaces:
+//!                 "batches"  key = seq as 8 big-endian bytes (so key order = seq order),
+//!                            value = the encoded Batch, exactly as `append`'s closure returned it
+//!                 "meta"     key "next_seq" = the next seq to assign, 8 big-endian bytes
+//! ```
+//!
+//! `meta/next_seq` is written when the buffer is created and in the same atomic fjall write batch as
+//! every deletion (ack or drop-oldest), so after any crash `max(meta/next_seq, last key + 1)` is at
+//! least every seq that was ever assigned and survived: a seq is never reused, even when every batch was
+//! acked and deleted. A fresh buffer starts at the current Unix time in microseconds rather than at 1, so
+//! a buffer that had to be moved aside (see below) does not restart below the seqs the factory already
+//! acknowledged (it skips seqs it has acked). That holds as long as the clock was right when the buffer
+//! was created; a board without an RTC that boots at 1970 can still restart low.
+//!
+//! # Durability
+//!
+//! - **Process kill (SIGKILL, panic=abort, OOM kill): no appended batch is lost.** fjall writes every
+//!   commit to its journal file; with `manual_journal_persist` left `false` (fjall's default), each write
+//!   batch ends with `PersistMode::Buffer`, which flushes fjall's user-space `BufWriter` into the kernel
+//!   (`write(2)`) before `commit` returns. When [`Buffer::append`] returns, the batch is in the page cache,
+//!   which survives the death of the process. Recovery replays the journal.
+//! - **Power loss / kernel crash: at most the last flush interval is lost.** [`Buffer::flush`] calls
+//!   `PersistMode::SyncData` (`fdatasync` of the journal; the journal file is preallocated, so its size
+//!   never changes and fdatasync covers it; journal rotation and table writes fsync themselves). The
+//!   session calls `flush` before it first sends a batch, so a batch the factory has seen is always
+//!   durable, and a background task calls it every flush interval (default 1 s). fjall recovers a prefix
+//!   of the journal, so what survives is always "everything up to some point", never a hole.
+//!   A seq that was assigned but lost to a power cut was never sent, so reusing it is harmless.
+//! - `flush` does nothing when nothing was appended or acked since the last flush, so an idle agent does
+//!   not touch the SD card.
+//!
+//! # Corruption
+//!
+//! When the buffer cannot be opened (missing or garbled FORMAT, a newer format version, fjall refuses or
+//! panics on its files, a stored key or meta value has the wrong shape), [`Buffer::open`] renames `dir`
+//! to `dir.corrupt-<unix seconds>`, prints one line on stderr, and creates a fresh buffer. A panic inside
+//! fjall is caught where panics unwind; where they abort (the release profile), the `OPENING` counter
+//! catches it on the next start: after two opens that never finished, the buffer is moved aside, so the
+//! agent never crash-loops on a poisoned buffer. A buffer locked by another process is an error, never
+//! moved aside.
+//!
+//! # Size cap
+//!
+//! The cap counts value bytes (encoded batches). An append that would go past it first deletes the oldest
+//! batches (counted in [`BufferStats::dropped`]); the batch being appended is always kept, even when it
+//! alone is over the cap. [`Buffer::set_cap`] takes effect at the next append.
+
+mod error;
+mod store;
+
+pub use error::BufferError;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+
+use fjall::{Database, Keyspace, PersistMode};
+
+/// Default cap until the factory pushes a Config (same as the protocol's default `buffer_cap_bytes`).
+pub const DEFAULT_CAP_BYTES: u64 = 64 * 1024 * 1024;
+
+/// How many batches one ack deletes per fjall write batch: bounds the memory an ack of a long backlog
+/// needs. Each chunk is atomic on its own, and a partly applied cumulative ack is still a valid state.
+const ACK_CHUNK: usize = 1024;
+
+/// Counters describing the buffer, for the agent's health fact.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BufferStats {
+    /// Batches currently stored (appended and not yet acked or dropped).
+    pub batches: u64,
+    /// Sum of the stored batches' encoded sizes, in bytes.
+    pub bytes: u64,
+    /// Batches deleted by the size cap since this `Buffer` was opened.
+    pub dropped: u64,
+    /// The seq the next `append` will assign.
+    pub next_seq: u64,
+}
+
+/// The in-memory view of the queue, kept equal to what is on disk.
+#[derive(Debug)]
+struct State {
+    next_seq: u64,
+    /// No stored key is below this (keys below it are acked or dropped); lets scans start past the
+    /// tombstones of deleted batches instead of walking over them.
+    oldest: u64,
+    batches: u64,
+    bytes: u64,
+    dropped: u64,
+    cap: u64,
+    /// Something was written since the last `flush`.
+    dirty: bool,
+}
+
+/// A persistent FIFO of encoded batches keyed by seq. Cheap to call, but every method except
+/// [`Buffer::set_cap`] and [`Buffer::stats`] does blocking disk I/O: call it from `smol::unblock`.
+pub struct Buffer {
+    dir: PathBuf,
+    db: Database,
+    batches: Keyspace,
+    meta: Keyspace,
+    state: Mutex<State>,
+}
+
+impl std::fmt::Debug for Buffer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Buffer")
+            .field("dir", &self.dir)
+            .field("stats", &self.stats())
+            .finish()
+    }
+}
+
+fn key(seq: u64) -> [u8; 8] {
+    seq.to_be_bytes()
+}
+
+impl Buffer {
+    /// Opens or creates the queue in `dir`; a corrupt/unreadable/newer-version buffer is moved aside to
+    /// `<dir>.corrupt-<unix seconds>` with one clear log line (stderr), and a fresh one is created.
+    pub fn open(dir: &Path, cap_bytes: u64) -> Result<Buffer, BufferError> {
+        store::open(dir, cap_bytes)
+    }
+
+    /// The buffer directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock cannot leave State half-updated in a way that matters more
+        // than losing the buffer would: counters are only assigned after fjall committed.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn store_err(&self, op: &'static str) -> impl FnOnce(fjall::Error) -> BufferError + '_ {
+        move |source| BufferError::Store {
+            op,
+            path: self.dir.clone(),
+            source,
+        }
+    }
+
+    fn decode_key(&self, k: &[u8]) -> Result<u64, BufferError> {
+        store::decode_seq(k).ok_or_else(|| BufferError::Corrupt {
+            path: self.dir.clone(),
+            what: format!("a batch key is {} bytes long, not 8", k.len()),
+        })
+    }
+
+    /// Assigns the next seq, stores `encode(seq)` under it, returns the seq. Drops the oldest batches
+    /// when the stored bytes would pass the cap; the new batch itself is always kept.
+    pub fn append(&self, encode: impl FnOnce(u64) -> Vec<u8>) -> Result<u64, BufferError> {
+        let mut st = self.lock();
+        let seq = st.next_seq;
+        let value = encode(seq);
+        let len = value.len() as u64;
+
+        // Pick the oldest batches to drop so that the new one fits under the cap.
+        let excess = (st.bytes + len).saturating_sub(st.cap);
+        let mut victims = Vec::new();
+        let mut freed = 0u64;
+        if excess > 0 {
+            for item in self.batches.range(key(st.oldest)..) {
+                if freed >= excess {
+                    break;
+                }
+                let (k, v) = item
+                    .into_inner()
+                    .map_err(self.store_err("scan oldest batches"))?;
+                victims.push(self.decode_key(&k)?);
+                freed += v.len() as u64;
+            }
+        }
+
+        // One atomic write: the new batch and the deletions that make room for it.
+        let mut wb = self.db.batch();
+        wb.insert(&self.batches, key(seq), value);
+        for v in &victims {
+            wb.remove(&self.batches, key(*v));
+        }
+        wb.commit().map_err(self.store_err("append batch"))?;
+
+        st.next_seq = seq + 1;
+        st.batches = st.batches + 1 - victims.len() as u64;
+        st.bytes = st.bytes + len - freed;
+        st.dropped += victims.len() as u64;
+        if let Some(last) = victims.last() {
+            st.oldest = last + 1;
+        }
+        st.dirty = true;
+        Ok(seq)
+    }
+
+    /// Up to `max` batches with seq > `after`, oldest first.
+    pub fn window(&self, after: u64, max: usize) -> Result<Vec<(u64, Vec<u8>)>, BufferError> {
+        let start = after.saturating_add(1).max(self.lock().oldest);
+        let mut out = Vec::with_capacity(max.min(256));
+        for item in self.batches.range(key(start)..).take(max) {
+            let (k, v) = item.into_inner().map_err(self.store_err("read window"))?;
+            out.push((self.decode_key(&k)?, v.to_vec()));
+        }
+        Ok(out)
+    }
+
+    /// Deletes every batch with seq <= `seq` (cumulative ack). Acking a seq that is already gone, or
+    /// one that was never assigned, deletes only what exists.
+    pub fn ack(&self, seq: u64) -> Result<(), BufferError> {
+        let mut st = self.lock();
+        while st.oldest <= seq {
+            let mut doomed = Vec::new();
+            let mut freed = 0u64;
+            for item in self
+                .batches
+                .range(key(st.oldest)..=key(seq))
+                .take(ACK_CHUNK)
+            {
+                let (k, v) = item
+                    .into_inner()
+                    .map_err(self.store_err("scan acked batches"))?;
+                doomed.push(self.decode_key(&k)?);
+                freed += v.len() as u64;
+            }
+            let Some(&last) = doomed.last() else {
+                break;
+            };
+            // next_seq goes with the deletion, so it survives even when this empties the queue.
+            let mut wb = self.db.batch();
+            for d in &doomed {
+                wb.remove(&self.batches, key(*d));
+            }
+            wb.insert(&self.meta, store::NEXT_SEQ, key(st.next_seq));
+            wb.commit()
+                .map_err(self.store_err("delete acked batches"))?;
+            st.batches -= doomed.len() as u64;
+            st.bytes -= freed;
+            st.oldest = last + 1;
+            st.dirty = true;
+        }
+        // Nothing at or below `seq` is stored any more; never move past next_seq, which is not stored yet.
+        st.oldest = st.oldest.max(seq.saturating_add(1).min(st.next_seq));
+        Ok(())
+    }
+
+    /// Sets the size cap in bytes; it takes effect at the next append.
+    pub fn set_cap(&self, cap_bytes: u64) {
+        self.lock().cap = cap_bytes;
+    }
+
+    /// The current counters.
+    pub fn stats(&self) -> BufferStats {
+        let st = self.lock();
+        BufferStats {
+            batches: st.batches,
+            bytes: st.bytes,
+            dropped: st.dropped,
+            next_seq: st.next_seq,
+        }
+    }
+
+    /// Makes everything appended (and acked) so far durable: `fdatasync` of fjall's journal. Does no
+    /// I/O when nothing changed since the last flush.
+    pub fn flush(&self) -> Result<(), BufferError> {
+        // Clear the flag before syncing and without holding the lock during the sync, so appends are
+        // not blocked by a slow SD card; an append racing with the sync sets the flag again.
+        let was_dirty = std::mem::replace(&mut self.lock().dirty, false);
+        if !was_dirty {
+            return Ok(());
+        }
+        self.db.persist(PersistMode::SyncData).map_err(|source| {
+            self.lock().dirty = true;
+            BufferError::Store {
+                op: "flush journal",
+                path: self.dir.clone(),
+                source,
+            }
+        })
+    }
+}
