@@ -245,3 +245,29 @@ impl XorShift {
         (self.next_u64() % n as u64) as usize
     }
 }
+
+/// Every fact kind once: as thorough as `full_batch` per byte, a quarter of its size, so
+/// exhaustive bit-flip runs stay quick in debug builds.
+pub fn compact_batch() -> Batch {
+    let mut s = full_snapshot(1);
+    s.cpu.truncate(1);
+    s.net.truncate(1);
+    s.diskio.truncate(1);
+    s.disk.truncate(1);
+    s.temp.truncate(1);
+    Batch {
+        seq: 77,
+        snapshots: vec![s],
+    }
+}
+
+/// `all_full_messages` with the compact batch.
+pub fn all_compact_messages() -> Vec<Message> {
+    all_full_messages()
+        .into_iter()
+        .map(|m| match m {
+            Message::Batch(_) => Message::Batch(compact_batch()),
+            other => other,
+        })
+        .collect()
+}
