@@ -1,0 +1,776 @@
+//! The factory's configuration: the JSON file (nanoserde), its validation (unknown keys and bad
+//! values are errors that name the key), safe defaults when there is no file, and the effective
+//! agent [`Config`] of a client: defaults <- region override <- client override.
+//!
+//! ```json
+//! {
+//!   "listen": "0.0.0.0:8675", "admin_listen": "127.0.0.1:8676",
+//!   "data_dir": "/var/lib/autofactory", "token": "...",
+//!   "sink": { ... },
+//!   "defaults": { "periods": { "cpu_ms": 10000 }, "push_interval_ms": 10000 },
+//!   "regions": { "eu": { "push_interval_ms": 30000 } },
+//!   "clients": { "<32 hex id>": { "periods": { "temp_ms": 0 } } },
+//!   "limits": { "handshake_timeout_ms": 10000, "max_message_bytes": 4194304,
+//!               "max_connections": 20000, "idle_timeout_ms": 90000, "max_inflight_batches": 4 }
+//! }
+//! ```
+
+// nanoserde's DeJson derive expands to `match .. { Some(t) => t, None => return .. }`.
+#![allow(clippy::question_mark)]
+
+use crate::error::Error;
+use crate::sink::SinkConfig;
+use autofact_fbs::{Config, Periods};
+use nanoserde::DeJson;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Default websocket listen address.
+pub const DEFAULT_LISTEN: &str = "0.0.0.0:8675";
+/// Default admin listen address (loopback: the admin API has no authentication).
+pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:8676";
+
+/// A partial agent Config: only the fields present replace the lower layer.
+#[derive(Debug, Clone, Default, PartialEq, DeJson)]
+#[nserde(default)]
+pub struct ConfigOverride {
+    /// Per-kind collection periods (each optional).
+    pub periods: Option<PeriodsOverride>,
+    /// See [`Config::push_interval_ms`].
+    pub push_interval_ms: Option<u32>,
+    /// See [`Config::ping_interval_ms`].
+    pub ping_interval_ms: Option<u32>,
+    /// See [`Config::buffer_cap_bytes`].
+    pub buffer_cap_bytes: Option<u64>,
+    /// See [`Config::give_up_secs`].
+    pub give_up_secs: Option<u32>,
+}
+
+/// Partial [`Periods`]; 0 disables a kind.
+#[derive(Debug, Clone, Default, PartialEq, DeJson)]
+#[nserde(default)]
+#[allow(missing_docs)]
+pub struct PeriodsOverride {
+    pub cpu_ms: Option<u32>,
+    pub kernel_ms: Option<u32>,
+    pub mem_ms: Option<u32>,
+    pub swap_ms: Option<u32>,
+    pub system_ms: Option<u32>,
+    pub net_ms: Option<u32>,
+    pub diskio_ms: Option<u32>,
+    pub disk_ms: Option<u32>,
+    pub temp_ms: Option<u32>,
+    pub health_ms: Option<u32>,
+}
+
+impl PeriodsOverride {
+    fn fields(&self) -> [(&'static str, Option<u32>); 10] {
+        [
+            ("cpu_ms", self.cpu_ms),
+            ("kernel_ms", self.kernel_ms),
+            ("mem_ms", self.mem_ms),
+            ("swap_ms", self.swap_ms),
+            ("system_ms", self.system_ms),
+            ("net_ms", self.net_ms),
+            ("diskio_ms", self.diskio_ms),
+            ("disk_ms", self.disk_ms),
+            ("temp_ms", self.temp_ms),
+            ("health_ms", self.health_ms),
+        ]
+    }
+
+    fn apply(&self, p: &mut Periods) {
+        let set = |dst: &mut u32, v: Option<u32>| {
+            if let Some(v) = v {
+                *dst = v;
+            }
+        };
+        set(&mut p.cpu_ms, self.cpu_ms);
+        set(&mut p.kernel_ms, self.kernel_ms);
+        set(&mut p.mem_ms, self.mem_ms);
+        set(&mut p.swap_ms, self.swap_ms);
+        set(&mut p.system_ms, self.system_ms);
+        set(&mut p.net_ms, self.net_ms);
+        set(&mut p.diskio_ms, self.diskio_ms);
+        set(&mut p.disk_ms, self.disk_ms);
+        set(&mut p.temp_ms, self.temp_ms);
+        set(&mut p.health_ms, self.health_ms);
+    }
+}
+
+impl ConfigOverride {
+    /// Replaces the fields of `c` that this override sets.
+    pub fn apply(&self, c: &mut Config) {
+        if let Some(p) = &self.periods {
+            p.apply(&mut c.periods);
+        }
+        if let Some(v) = self.push_interval_ms {
+            c.push_interval_ms = v;
+        }
+        if let Some(v) = self.ping_interval_ms {
+            c.ping_interval_ms = v;
+        }
+        if let Some(v) = self.buffer_cap_bytes {
+            c.buffer_cap_bytes = v;
+        }
+        if let Some(v) = self.give_up_secs {
+            c.give_up_secs = v;
+        }
+    }
+
+    /// Checks every value present; `at` is the key path used in the message.
+    fn validate(&self, at: &str) -> Result<(), String> {
+        // Periods below 100 ms would make an agent on a small board spend its time collecting.
+        if let Some(p) = &self.periods {
+            for (name, v) in p.fields() {
+                if let Some(v) = v {
+                    if v != 0 && v < 100 {
+                        return Err(format!(
+                            "{at}.periods.{name}: must be 0 (off) or at least 100 ms, got {v}"
+                        ));
+                    }
+                }
+            }
+        }
+        if let Some(v) = self.push_interval_ms {
+            if v < 100 {
+                return Err(format!(
+                    "{at}.push_interval_ms: must be at least 100 ms, got {v}"
+                ));
+            }
+        }
+        if let Some(v) = self.ping_interval_ms {
+            if v < 100 {
+                return Err(format!(
+                    "{at}.ping_interval_ms: must be at least 100 ms, got {v}"
+                ));
+            }
+        }
+        if let Some(v) = self.buffer_cap_bytes {
+            if v < 64 * 1024 {
+                return Err(format!(
+                    "{at}.buffer_cap_bytes: must be at least 65536 bytes, got {v}"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Listener limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// A connection that has not sent Hello within this is dropped.
+    pub handshake_timeout: Duration,
+    /// Largest websocket message (and frame) accepted.
+    pub max_message_bytes: usize,
+    /// Open connections past this are refused with Reject{Busy}.
+    pub max_connections: usize,
+    /// A connection silent for this long is dropped; the factory pings at half of it.
+    pub idle_timeout: Duration,
+    /// Batches of one client being written to the sink at once; past it the factory stops
+    /// reading from that client, so a slow sink bounds memory instead of growing it.
+    pub max_inflight_batches: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            handshake_timeout: Duration::from_secs(10),
+            max_message_bytes: 4 * 1024 * 1024,
+            max_connections: 20_000,
+            idle_timeout: Duration::from_secs(90),
+            max_inflight_batches: 4,
+        }
+    }
+}
+
+#[derive(Debug, Default, DeJson)]
+#[nserde(default)]
+struct RawLimits {
+    handshake_timeout_ms: Option<u64>,
+    max_message_bytes: Option<u64>,
+    max_connections: Option<u64>,
+    idle_timeout_ms: Option<u64>,
+    max_inflight_batches: Option<u64>,
+}
+
+#[derive(Debug, Default, DeJson)]
+#[nserde(default)]
+struct RawFile {
+    listen: Option<String>,
+    admin_listen: Option<String>,
+    data_dir: Option<String>,
+    token: Option<String>,
+    sink: Option<SinkConfig>,
+    defaults: Option<ConfigOverride>,
+    regions: Option<BTreeMap<String, ConfigOverride>>,
+    clients: Option<BTreeMap<String, ConfigOverride>>,
+    limits: Option<RawLimits>,
+}
+
+/// The validated factory configuration.
+#[derive(Debug, Clone)]
+pub struct FactoryConfig {
+    /// Websocket listen address.
+    pub listen: SocketAddr,
+    /// Admin listen address; `None` when disabled with `"admin_listen": ""`.
+    pub admin_listen: Option<SocketAddr>,
+    /// Inventory, generated token and file sink live here.
+    pub data_dir: PathBuf,
+    /// The enrollment token; `None` = use (or generate) the one stored in the data dir.
+    pub token: Option<String>,
+    /// Sink settings.
+    pub sink: SinkConfig,
+    /// The sink section as written (secrets masked), for the startup line; empty = default sink.
+    pub sink_text: String,
+    /// The default agent Config (built-in defaults with the file's `defaults` applied).
+    pub defaults: Config,
+    /// Overrides per region.
+    pub regions: BTreeMap<String, ConfigOverride>,
+    /// Overrides per client id.
+    pub clients: BTreeMap<String, ConfigOverride>,
+    /// Listener limits.
+    pub limits: Limits,
+}
+
+/// The data directory when none is configured: systemd's `$STATE_DIRECTORY` (first entry),
+/// else `./autofactory-data`.
+pub fn default_data_dir() -> PathBuf {
+    match std::env::var("STATE_DIRECTORY") {
+        Ok(v) if !v.is_empty() => PathBuf::from(v.split(':').next().unwrap_or(&v)),
+        _ => PathBuf::from("autofactory-data"),
+    }
+}
+
+impl Default for FactoryConfig {
+    fn default() -> FactoryConfig {
+        FactoryConfig {
+            listen: SocketAddr::from(([0, 0, 0, 0], 8675)),
+            admin_listen: Some(SocketAddr::from(([127, 0, 0, 1], 8676))),
+            data_dir: default_data_dir(),
+            token: None,
+            sink: SinkConfig::default(),
+            sink_text: String::new(),
+            defaults: Config::default(),
+            regions: BTreeMap::new(),
+            clients: BTreeMap::new(),
+            limits: Limits::default(),
+        }
+    }
+}
+
+impl FactoryConfig {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<FactoryConfig, Error> {
+        let origin = path.display().to_string();
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::config(&origin, format!("cannot read: {e}")))?;
+        FactoryConfig::parse(&text, &origin)
+    }
+
+    /// Parses and validates config text; `origin` names it in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<FactoryConfig, Error> {
+        let bad = |d: String| Error::config(origin, d);
+        // Syntax and unknown keys first: nanoserde 0.2 silently skips unknown keys (it has no
+        // deny_unknown_fields), and a misspelt key must not silently fall back to a default.
+        let tree = json::parse(text).map_err(bad)?;
+        check_keys(&tree, &FILE_SHAPE, "").map_err(bad)?;
+        let raw = RawFile::deserialize_json(text).map_err(|e| {
+            bad(format!(
+                "line {} column {}: {:?}",
+                e.line + 1,
+                e.col + 1,
+                e.msg
+            ))
+        })?;
+        let mut cfg = FactoryConfig::default();
+        if let Some(s) = raw.listen {
+            cfg.listen = s
+                .parse()
+                .map_err(|_| bad(format!("listen: not an address:port: {s:?}")))?;
+        }
+        if let Some(s) = raw.admin_listen {
+            cfg.admin_listen = if s.is_empty() {
+                None
+            } else {
+                Some(
+                    s.parse()
+                        .map_err(|_| bad(format!("admin_listen: not an address:port: {s:?}")))?,
+                )
+            };
+        }
+        if let Some(s) = raw.data_dir {
+            if s.is_empty() {
+                return Err(bad("data_dir: must not be empty".into()));
+            }
+            cfg.data_dir = PathBuf::from(s);
+        }
+        if let Some(t) = raw.token {
+            // A short token can be guessed; anyone with it can enroll and write facts.
+            if t.len() < 16 {
+                return Err(bad(format!(
+                    "token: must be at least 16 characters, got {}",
+                    t.len()
+                )));
+            }
+            cfg.token = Some(t);
+        }
+        if let Some(s) = raw.sink {
+            cfg.sink = s;
+            if let Some(v) = tree.get("sink") {
+                cfg.sink_text = v.to_masked_string();
+            }
+        }
+        if let Some(d) = raw.defaults {
+            d.validate("defaults").map_err(bad)?;
+            d.apply(&mut cfg.defaults);
+        }
+        for (name, o) in raw.regions.unwrap_or_default() {
+            o.validate(&format!("regions.{name}")).map_err(bad)?;
+            cfg.regions.insert(name, o);
+        }
+        for (id, o) in raw.clients.unwrap_or_default() {
+            if !crate::ids::is_client_id(&id) {
+                return Err(bad(format!(
+                    "clients.{id}: not a client id (32 lowercase hex digits)"
+                )));
+            }
+            o.validate(&format!("clients.{id}")).map_err(bad)?;
+            cfg.clients.insert(id, o);
+        }
+        if let Some(l) = raw.limits {
+            let pos =
+                |name: &str, v: Option<u64>, min: u64, max: u64| -> Result<Option<u64>, Error> {
+                    match v {
+                        Some(v) if v < min || v > max => Err(bad(format!(
+                            "limits.{name}: must be between {min} and {max}, got {v}"
+                        ))),
+                        v => Ok(v),
+                    }
+                };
+            let day = 86_400_000;
+            if let Some(v) = pos("handshake_timeout_ms", l.handshake_timeout_ms, 1, day)? {
+                cfg.limits.handshake_timeout = Duration::from_millis(v);
+            }
+            if let Some(v) = pos("max_message_bytes", l.max_message_bytes, 1024, 1 << 30)? {
+                cfg.limits.max_message_bytes = v as usize;
+            }
+            if let Some(v) = pos("max_connections", l.max_connections, 1, 10_000_000)? {
+                cfg.limits.max_connections = v as usize;
+            }
+            if let Some(v) = pos("idle_timeout_ms", l.idle_timeout_ms, 100, day)? {
+                cfg.limits.idle_timeout = Duration::from_millis(v);
+            }
+            if let Some(v) = pos("max_inflight_batches", l.max_inflight_batches, 1, 1024)? {
+                cfg.limits.max_inflight_batches = v as usize;
+            }
+        }
+        Ok(cfg)
+    }
+
+    /// The effective agent Config of a client: defaults <- region <- client.
+    pub fn effective(&self, region: &str, client_id: &str) -> Config {
+        let mut c = self.defaults;
+        if let Some(o) = self.regions.get(region) {
+            o.apply(&mut c);
+        }
+        if let Some(o) = self.clients.get(client_id) {
+            o.apply(&mut c);
+        }
+        c
+    }
+}
+
+/// The allowed keys of a JSON object, recursively.
+enum Shape {
+    /// An object with exactly these keys (each optional).
+    Obj(&'static [(&'static str, Shape)]),
+    /// An object with free keys, each value of this shape.
+    MapOf(&'static Shape),
+    /// Not checked here (scalars, and sections owned by another module).
+    Any,
+}
+
+const PERIODS_SHAPE: Shape = Shape::Obj(&[
+    ("cpu_ms", Shape::Any),
+    ("kernel_ms", Shape::Any),
+    ("mem_ms", Shape::Any),
+    ("swap_ms", Shape::Any),
+    ("system_ms", Shape::Any),
+    ("net_ms", Shape::Any),
+    ("diskio_ms", Shape::Any),
+    ("disk_ms", Shape::Any),
+    ("temp_ms", Shape::Any),
+    ("health_ms", Shape::Any),
+]);
+
+const OVERRIDE_SHAPE: Shape = Shape::Obj(&[
+    ("periods", PERIODS_SHAPE),
+    ("push_interval_ms", Shape::Any),
+    ("ping_interval_ms", Shape::Any),
+    ("buffer_cap_bytes", Shape::Any),
+    ("give_up_secs", Shape::Any),
+]);
+
+const FILE_SHAPE: Shape = Shape::Obj(&[
+    ("listen", Shape::Any),
+    ("admin_listen", Shape::Any),
+    ("data_dir", Shape::Any),
+    ("token", Shape::Any),
+    // The sink module owns its section's keys.
+    ("sink", Shape::Any),
+    ("defaults", OVERRIDE_SHAPE),
+    ("regions", Shape::MapOf(&OVERRIDE_SHAPE)),
+    ("clients", Shape::MapOf(&OVERRIDE_SHAPE)),
+    (
+        "limits",
+        Shape::Obj(&[
+            ("handshake_timeout_ms", Shape::Any),
+            ("max_message_bytes", Shape::Any),
+            ("max_connections", Shape::Any),
+            ("idle_timeout_ms", Shape::Any),
+            ("max_inflight_batches", Shape::Any),
+        ]),
+    ),
+]);
+
+fn check_keys(v: &json::Value, shape: &Shape, at: &str) -> Result<(), String> {
+    let join = |k: &str| {
+        if at.is_empty() {
+            k.to_string()
+        } else {
+            format!("{at}.{k}")
+        }
+    };
+    match (shape, v) {
+        (Shape::Any, _) | (_, json::Value::Null) => Ok(()),
+        (Shape::Obj(fields), json::Value::Object(members)) => {
+            for (k, line, child) in members {
+                match fields.iter().find(|(name, _)| name == k) {
+                    Some((_, s)) => check_keys(child, s, &join(k))?,
+                    None => {
+                        let known: Vec<&str> = fields.iter().map(|(n, _)| *n).collect();
+                        return Err(format!(
+                            "line {line}: unknown key {:?} (known: {})",
+                            join(k),
+                            known.join(", ")
+                        ));
+                    }
+                }
+            }
+            Ok(())
+        }
+        (Shape::MapOf(s), json::Value::Object(members)) => {
+            for (k, _, child) in members {
+                check_keys(child, s, &join(k))?;
+            }
+            Ok(())
+        }
+        (_, _) => Err(format!(
+            "{}: must be an object",
+            if at.is_empty() { "the file" } else { at }
+        )),
+    }
+}
+
+/// A minimal JSON reader used only to check keys and report syntax errors with a line number.
+mod json {
+    /// A parsed JSON value; objects keep their keys' order and line numbers.
+    pub enum Value {
+        Null,
+        Scalar(String),
+        Array(Vec<Value>),
+        Object(Vec<(String, usize, Value)>),
+    }
+
+    impl Value {
+        pub fn get(&self, key: &str) -> Option<&Value> {
+            match self {
+                Value::Object(m) => m.iter().find(|(k, _, _)| k == key).map(|(_, _, v)| v),
+                _ => None,
+            }
+        }
+
+        /// Compact JSON text with secret-looking values replaced by "***".
+        pub fn to_masked_string(&self) -> String {
+            match self {
+                Value::Null => "null".into(),
+                Value::Scalar(s) => s.clone(),
+                Value::Array(a) => format!(
+                    "[{}]",
+                    a.iter()
+                        .map(|v| v.to_masked_string())
+                        .collect::<Vec<_>>()
+                        .join(",")
+                ),
+                Value::Object(m) => format!(
+                    "{{{}}}",
+                    m.iter()
+                        .map(|(k, _, v)| {
+                            let secret = ["password", "token", "secret"]
+                                .iter()
+                                .any(|s| k.to_ascii_lowercase().contains(s));
+                            if secret {
+                                format!("{k:?}:\"***\"")
+                            } else {
+                                format!("{k:?}:{}", v.to_masked_string())
+                            }
+                        })
+                        .collect::<Vec<_>>()
+                        .join(",")
+                ),
+            }
+        }
+    }
+
+    struct P<'a> {
+        s: &'a [u8],
+        i: usize,
+        line: usize,
+        depth: usize,
+    }
+
+    pub fn parse(text: &str) -> Result<Value, String> {
+        let mut p = P {
+            s: text.as_bytes(),
+            i: 0,
+            line: 1,
+            depth: 0,
+        };
+        let v = p.value()?;
+        p.ws();
+        if p.i != p.s.len() {
+            return Err(p.err("trailing characters after the JSON value"));
+        }
+        Ok(v)
+    }
+
+    impl P<'_> {
+        fn err(&self, what: &str) -> String {
+            format!("line {}: invalid JSON: {what}", self.line)
+        }
+        fn ws(&mut self) {
+            while let Some(&c) = self.s.get(self.i) {
+                match c {
+                    b'\n' => self.line += 1,
+                    b' ' | b'\t' | b'\r' => {}
+                    _ => break,
+                }
+                self.i += 1;
+            }
+        }
+        fn value(&mut self) -> Result<Value, String> {
+            self.ws();
+            // Bounded nesting: a hostile file must not overflow the stack.
+            if self.depth > 64 {
+                return Err(self.err("nested too deeply"));
+            }
+            match self.s.get(self.i) {
+                None => Err(self.err("unexpected end of file")),
+                Some(b'{') => {
+                    self.i += 1;
+                    self.depth += 1;
+                    let mut m = Vec::new();
+                    self.ws();
+                    if self.s.get(self.i) == Some(&b'}') {
+                        self.i += 1;
+                        self.depth -= 1;
+                        return Ok(Value::Object(m));
+                    }
+                    loop {
+                        self.ws();
+                        let line = self.line;
+                        if self.s.get(self.i) != Some(&b'"') {
+                            return Err(self.err("expected a key in double quotes"));
+                        }
+                        let k = self.string()?;
+                        self.ws();
+                        if self.s.get(self.i) != Some(&b':') {
+                            return Err(self.err("expected ':' after a key"));
+                        }
+                        self.i += 1;
+                        let v = self.value()?;
+                        if m.iter().any(|(k2, _, _)| *k2 == k) {
+                            return Err(self.err(&format!("duplicate key {k:?}")));
+                        }
+                        m.push((k, line, v));
+                        self.ws();
+                        match self.s.get(self.i) {
+                            Some(b',') => self.i += 1,
+                            Some(b'}') => {
+                                self.i += 1;
+                                self.depth -= 1;
+                                return Ok(Value::Object(m));
+                            }
+                            _ => return Err(self.err("expected ',' or '}'")),
+                        }
+                    }
+                }
+                Some(b'[') => {
+                    self.i += 1;
+                    self.depth += 1;
+                    let mut a = Vec::new();
+                    self.ws();
+                    if self.s.get(self.i) == Some(&b']') {
+                        self.i += 1;
+                        self.depth -= 1;
+                        return Ok(Value::Array(a));
+                    }
+                    loop {
+                        a.push(self.value()?);
+                        self.ws();
+                        match self.s.get(self.i) {
+                            Some(b',') => self.i += 1,
+                            Some(b']') => {
+                                self.i += 1;
+                                self.depth -= 1;
+                                return Ok(Value::Array(a));
+                            }
+                            _ => return Err(self.err("expected ',' or ']'")),
+                        }
+                    }
+                }
+                Some(b'"') => {
+                    let s = self.string()?;
+                    Ok(Value::Scalar(format!("{s:?}")))
+                }
+                Some(_) => {
+                    let start = self.i;
+                    while let Some(c) = self.s.get(self.i) {
+                        if c.is_ascii_alphanumeric() || matches!(c, b'-' | b'+' | b'.') {
+                            self.i += 1;
+                        } else {
+                            break;
+                        }
+                    }
+                    let word = String::from_utf8_lossy(&self.s[start..self.i]).into_owned();
+                    match word.as_str() {
+                        "null" => Ok(Value::Null),
+                        "true" | "false" => Ok(Value::Scalar(word)),
+                        w if !w.is_empty() && w.parse::<f64>().is_ok() => Ok(Value::Scalar(word)),
+                        _ => Err(self.err(&format!("unexpected {word:?}"))),
+                    }
+                }
+            }
+        }
+        fn string(&mut self) -> Result<String, String> {
+            self.i += 1;
+            let mut out = Vec::new();
+            loop {
+                match self.s.get(self.i) {
+                    None | Some(b'\n') => return Err(self.err("unterminated string")),
+                    Some(b'"') => {
+                        self.i += 1;
+                        return Ok(String::from_utf8_lossy(&out).into_owned());
+                    }
+                    Some(b'\\') => {
+                        // Escapes are kept as written: keys with escapes are not ours anyway.
+                        out.push(b'\\');
+                        if let Some(&c) = self.s.get(self.i + 1) {
+                            out.push(c);
+                        }
+                        self.i += 2;
+                    }
+                    Some(&c) => {
+                        out.push(c);
+                        self.i += 1;
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(text: &str) -> String {
+        match FactoryConfig::parse(text, "test.json") {
+            Ok(_) => panic!("accepted: {text}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn empty_object_gives_safe_defaults() {
+        let c = FactoryConfig::parse("{}", "t").expect("valid");
+        assert_eq!(c.listen.to_string(), DEFAULT_LISTEN);
+        assert_eq!(
+            c.admin_listen.map(|a| a.to_string()).as_deref(),
+            Some(DEFAULT_ADMIN_LISTEN)
+        );
+        assert_eq!(c.token, None);
+        assert_eq!(c.defaults, Config::default());
+        assert_eq!(c.limits, Limits::default());
+    }
+
+    #[test]
+    fn layers_apply_in_order() {
+        let id = "0123456789abcdef0123456789abcdef";
+        let text = format!(
+            r#"{{
+              "defaults": {{"push_interval_ms": 5000, "periods": {{"cpu_ms": 2000}}}},
+              "regions": {{"eu": {{"push_interval_ms": 7000, "periods": {{"mem_ms": 3000}}}}}},
+              "clients": {{"{id}": {{"periods": {{"mem_ms": 0, "temp_ms": 60000}}}}}}
+            }}"#
+        );
+        let c = FactoryConfig::parse(&text, "t").expect("valid");
+        let plain = c.effective("", "ffffffffffffffffffffffffffffffff");
+        assert_eq!(plain.push_interval_ms, 5000);
+        assert_eq!(plain.periods.cpu_ms, 2000);
+        assert_eq!(plain.periods.mem_ms, 10_000);
+        let eu = c.effective("eu", "ffffffffffffffffffffffffffffffff");
+        assert_eq!(eu.push_interval_ms, 7000);
+        assert_eq!(eu.periods.mem_ms, 3000);
+        let mine = c.effective("eu", id);
+        assert_eq!(mine.push_interval_ms, 7000);
+        assert_eq!(mine.periods.cpu_ms, 2000);
+        assert_eq!(mine.periods.mem_ms, 0);
+        assert_eq!(mine.periods.temp_ms, 60000);
+        assert_eq!(mine.ping_interval_ms, Config::default().ping_interval_ms);
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        assert!(err(r#"{"listn": "0.0.0.0:1"}"#).contains("unknown key \"listn\""));
+        assert!(err(r#"{"defaults": {"periods": {"cpu": 1000}}}"#)
+            .contains("unknown key \"defaults.periods.cpu\""));
+        assert!(err(r#"{"regions": {"eu": {"push": 1}}}"#).contains("\"regions.eu.push\""));
+        assert!(err(r#"{"limits": {"max_conn": 1}}"#).contains("\"limits.max_conn\""));
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        assert!(err(r#"{"listen": "nowhere"}"#).contains("listen: not an address:port"));
+        assert!(err(r#"{"token": "short"}"#).contains("token: must be at least 16"));
+        assert!(
+            err(r#"{"defaults": {"push_interval_ms": 5}}"#).contains("defaults.push_interval_ms")
+        );
+        assert!(err(r#"{"regions": {"eu": {"periods": {"cpu_ms": 10}}}}"#)
+            .contains("regions.eu.periods.cpu_ms"));
+        assert!(err(r#"{"clients": {"bob": {}}}"#).contains("clients.bob: not a client id"));
+        assert!(err(r#"{"limits": {"max_connections": 0}}"#).contains("limits.max_connections"));
+        assert!(err(r#"{"listen": 5}"#).starts_with("test.json: line 1"));
+    }
+
+    #[test]
+    fn syntax_errors_give_the_line() {
+        let e = err("{\n\"listen\": \"0.0.0.0:1\",\n}");
+        assert!(e.contains("line 3"), "{e}");
+        assert!(err("[1,2]").contains("must be an object"));
+        assert!(err("{\"a\":1} x").contains("trailing"));
+        let deep = "[".repeat(1000);
+        assert!(err(&deep).contains("nested too deeply"));
+    }
+
+    #[test]
+    fn sink_text_masks_secrets() {
+        let v = json::parse(r#"{"url":"http://x","password":"hunter2"}"#).expect("json");
+        let s = v.to_masked_string();
+        assert!(s.contains("http://x") && !s.contains("hunter2"), "{s}");
+    }
+}
