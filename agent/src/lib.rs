@@ -4,3 +4,4 @@
 //! (grows as the modules land)
 #![forbid(unsafe_code)]
 pub mod buffer;
+pub mod facts;
