@@ -1,12 +1,14 @@
 //! End-to-end test harness: starts the real binaries and InfluxDB, always cleans up.
 //!
 //! # Layout
+//! - [`influx`]: a real InfluxDB 1.x on loopback ports, stoppable for outage tests.
 //! - [`tmp`]: temporary directories removed on drop.
 //! - [`poll`]: waiting for a condition, free ports.
 //! - [`process`]: child processes killed and reaped on drop, with their output in files.
 //! - [`proxy`]: a loopback TCP proxy the test can cut and restore.
 #![forbid(unsafe_code)]
 
+pub mod influx;
 pub mod poll;
 pub mod process;
 pub mod proxy;

@@ -1,0 +1,233 @@
+//! The `sink` section of the factory config, and its validation into a [`Target`].
+
+use nanoserde::{DeJson, SerJson};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::SinkError;
+
+/// Where facts go: the `sink` field of the factory config. Every field has a default, so `{}`
+/// (or no `sink` section at all) means the file sink under the data directory.
+#[derive(Debug, Clone, PartialEq, DeJson, SerJson)]
+#[nserde(default)]
+pub struct SinkConfig {
+    /// `"file"` (the default) or `"influxdb"`.
+    #[nserde(default_with = "d_kind")]
+    pub kind: String,
+    /// InfluxDB base URL, plain http (minreq is built without TLS).
+    #[nserde(default_with = "d_url")]
+    pub url: String,
+    /// `"v1"` (InfluxDB 1.x `/write`) or `"v2"` (2.x and 3.x `/api/v2/write`).
+    #[nserde(default_with = "d_api")]
+    pub api: String,
+    /// v1 database.
+    #[nserde(default_with = "d_database")]
+    pub database: String,
+    /// v1 user, sent as the `u` query parameter when not empty.
+    pub username: String,
+    /// v1 password, sent as the `p` query parameter.
+    pub password: String,
+    /// v2 organisation.
+    pub org: String,
+    /// v2 bucket; empty means `database`.
+    pub bucket: String,
+    /// v2 token, sent as `Authorization: Token ...`.
+    pub token: String,
+    /// v1: on "database not found", run `CREATE DATABASE` through `/query`.
+    pub create_database: bool,
+    /// A batch is written once it holds this many points.
+    #[nserde(default_with = "d_batch_points")]
+    pub batch_points: usize,
+    /// Upper bound on how long a batch stays open to gather more submissions (see `linger_ms`).
+    #[nserde(default_with = "d_flush_ms")]
+    pub flush_ms: u64,
+    /// How long the writer waits for more submissions once its queue is empty. 0 (the default)
+    /// writes as soon as the queue is drained ("group commit"): a lone write costs one round trip,
+    /// and under load batches grow by themselves while the previous write is in flight. Set it to
+    /// `flush_ms` for Telegraf's behaviour (fewer, larger writes; up to `flush_ms` more ack latency).
+    pub linger_ms: u64,
+    /// Per-request timeout, milliseconds (minreq counts whole seconds: rounded up).
+    #[nserde(default_with = "d_timeout_ms")]
+    pub timeout_ms: u64,
+    /// Submissions queued for the writer before `write` waits (backpressure towards the sessions).
+    #[nserde(default_with = "d_queue")]
+    pub queue: usize,
+    /// File sink directory; empty means `<data_dir>/facts`.
+    pub dir: String,
+}
+
+// nanoserde's container `default` takes each field's type default ("" and 0), so the real
+// defaults are named per field; `Default` uses the same functions.
+fn d_kind() -> String {
+    "file".into()
+}
+fn d_url() -> String {
+    "http://127.0.0.1:8086".into()
+}
+fn d_api() -> String {
+    "v1".into()
+}
+fn d_database() -> String {
+    "autofacts".into()
+}
+fn d_batch_points() -> usize {
+    5000
+}
+fn d_flush_ms() -> u64 {
+    1000
+}
+fn d_timeout_ms() -> u64 {
+    10_000
+}
+fn d_queue() -> usize {
+    256
+}
+
+impl Default for SinkConfig {
+    fn default() -> SinkConfig {
+        SinkConfig {
+            kind: d_kind(),
+            url: d_url(),
+            api: d_api(),
+            database: d_database(),
+            username: String::new(),
+            password: String::new(),
+            org: String::new(),
+            bucket: String::new(),
+            token: String::new(),
+            create_database: false,
+            batch_points: d_batch_points(),
+            flush_ms: d_flush_ms(),
+            linger_ms: 0,
+            timeout_ms: d_timeout_ms(),
+            queue: d_queue(),
+            dir: String::new(),
+        }
+    }
+}
+
+/// Which InfluxDB HTTP API to speak.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Api {
+    /// 1.x: `/write?db=..`, user and password as query parameters.
+    V1 {
+        database: String,
+        username: String,
+        password: String,
+        create_database: bool,
+    },
+    /// 2.x / 3.x: `/api/v2/write?org=..&bucket=..`, token header.
+    V2 {
+        org: String,
+        bucket: String,
+        token: String,
+    },
+}
+
+/// A validated sink target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Target {
+    /// Line protocol files in this directory.
+    File { dir: PathBuf },
+    /// InfluxDB at `base` (scheme, host and port, no trailing slash).
+    Influx {
+        base: String,
+        api: Api,
+        timeout: Duration,
+    },
+}
+
+/// Batching knobs shared by every target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Batching {
+    pub batch_points: usize,
+    pub flush: Duration,
+    pub linger: Duration,
+    pub queue: usize,
+}
+
+impl SinkConfig {
+    /// Checks the settings; `data_dir` anchors the file sink's default directory.
+    pub(crate) fn validate(&self, data_dir: &Path) -> Result<(Target, Batching), SinkError> {
+        let bad = |what: String| Err(SinkError::Config(what));
+        if self.batch_points == 0 {
+            return bad("sink.batch_points must be at least 1".into());
+        }
+        if self.queue == 0 {
+            return bad("sink.queue must be at least 1".into());
+        }
+        let batching = Batching {
+            batch_points: self.batch_points,
+            flush: Duration::from_millis(self.flush_ms),
+            linger: Duration::from_millis(self.linger_ms.min(self.flush_ms)),
+            queue: self.queue,
+        };
+        let target = match self.kind.as_str() {
+            "file" | "" => Target::File {
+                dir: if self.dir.is_empty() {
+                    data_dir.join("facts")
+                } else {
+                    PathBuf::from(&self.dir)
+                },
+            },
+            "influxdb" => {
+                let base = self.url.trim_end_matches('/');
+                let Some(rest) = base.strip_prefix("http://") else {
+                    return bad(format!(
+                        "sink.url {:?}: only http:// is supported (minreq is built without TLS)",
+                        self.url
+                    ));
+                };
+                if rest.is_empty() || rest.contains('/') || rest.contains('?') {
+                    return bad(format!(
+                        "sink.url {:?}: expected http://host:port with no path",
+                        self.url
+                    ));
+                }
+                if self.timeout_ms == 0 {
+                    return bad("sink.timeout_ms must be at least 1".into());
+                }
+                let api = match self.api.as_str() {
+                    "v1" | "" => {
+                        if self.database.is_empty() {
+                            return bad("sink.database must not be empty".into());
+                        }
+                        Api::V1 {
+                            database: self.database.clone(),
+                            username: self.username.clone(),
+                            password: self.password.clone(),
+                            create_database: self.create_database,
+                        }
+                    }
+                    "v2" | "v3" => {
+                        let bucket = if self.bucket.is_empty() {
+                            self.database.clone()
+                        } else {
+                            self.bucket.clone()
+                        };
+                        if bucket.is_empty() {
+                            return bad("sink.bucket must not be empty".into());
+                        }
+                        Api::V2 {
+                            org: self.org.clone(),
+                            bucket,
+                            token: self.token.clone(),
+                        }
+                    }
+                    other => return bad(format!("sink.api {other:?}: expected \"v1\" or \"v2\"")),
+                };
+                Target::Influx {
+                    base: base.to_string(),
+                    api,
+                    timeout: Duration::from_millis(self.timeout_ms),
+                }
+            }
+            other => {
+                return bad(format!(
+                    "sink.kind {other:?}: expected \"file\" or \"influxdb\""
+                ))
+            }
+        };
+        Ok((target, batching))
+    }
+}

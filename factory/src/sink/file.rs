@@ -1,0 +1,104 @@
+//! The file sink: line protocol appended to `<dir>/YYYY-MM-DD.lp` (UTC), fsync'd before the
+//! batch counts as durable. The files are plain line protocol with nanosecond timestamps, ready
+//! for `influx -import` (after a `# DML` / `# CONTEXT-DATABASE:` header) or `curl --data-binary`.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use super::writer::{Attempt, Backend};
+
+/// Appends to one file per UTC day.
+pub(crate) struct FileBackend {
+    dir: PathBuf,
+    /// The open file and the day it is for.
+    open: Option<(String, File)>,
+}
+
+impl FileBackend {
+    pub(crate) fn new(dir: PathBuf) -> FileBackend {
+        FileBackend { dir, open: None }
+    }
+
+    /// The file for today (UTC), opened (and its directory entry made durable) when the day changes.
+    fn file(&mut self, day: String) -> std::io::Result<&mut File> {
+        if self.open.as_ref().map(|(d, _)| d != &day).unwrap_or(true) {
+            self.open = None;
+            std::fs::create_dir_all(&self.dir)?;
+            let path = self.dir.join(format!("{day}.lp"));
+            let created = !path.exists();
+            let f = OpenOptions::new().create(true).append(true).open(&path)?;
+            if created {
+                // A new file's name lives in the directory: without this a crash could lose the
+                // whole file even though its data was fsync'd.
+                File::open(&self.dir)?.sync_all()?;
+            }
+            self.open = Some((day, f));
+        }
+        match self.open.as_mut() {
+            Some((_, f)) => Ok(f),
+            None => Err(std::io::Error::other("file sink: no open file")),
+        }
+    }
+
+    /// Appends and syncs; on failure cuts the file back so a retry does not leave half a line.
+    fn append(&mut self, day: String, body: &str) -> std::io::Result<()> {
+        let f = self.file(day)?;
+        let before = f.metadata()?.len();
+        let result = f.write_all(body.as_bytes()).and_then(|_| f.sync_data());
+        if result.is_err() {
+            let _ = f.set_len(before);
+            self.open = None;
+        }
+        result
+    }
+}
+
+impl Backend for FileBackend {
+    fn attempt(&mut self, body: &str, _points: usize) -> Attempt {
+        let day = utc_day(SystemTime::now());
+        match self.append(day.clone(), body) {
+            Ok(()) => Attempt::Durable,
+            Err(e) => Attempt::Retry {
+                error: format!("{}: {e}", file_path(&self.dir, &day).display()),
+                retry_after: None,
+                loud: false,
+            },
+        }
+    }
+
+    fn describe(&self) -> String {
+        format!("file sink {}", self.dir.display())
+    }
+}
+
+/// `<dir>/<day>.lp`.
+pub(crate) fn file_path(dir: &Path, day: &str) -> PathBuf {
+    dir.join(format!("{day}.lp"))
+}
+
+/// The UTC calendar day of `t` as `YYYY-MM-DD` (times before 1970 count as 1970-01-01).
+pub(crate) fn utc_day(t: SystemTime) -> String {
+    let secs = t
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let (y, m, d) = civil_from_days((secs / 86_400) as i64);
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
+/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian: Howard Hinnant's
+/// `civil_from_days` (public domain), exact for every day we can meet.
+pub(crate) fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}

@@ -1,0 +1,198 @@
+//! Where facts become durable: InfluxDB over HTTP, or line protocol files by default.
+//!
+//! # Layout
+//! - [`config`]: the `sink` config section ([`SinkConfig`]) and its validation.
+//! - `writer`: the writer thread, batching, and the retry rules shared by every backend.
+//! - `influx`: InfluxDB 1.x / 2.x HTTP writes with minreq, and what each answer means.
+//! - `file`: `<data_dir>/facts/YYYY-MM-DD.lp`, fsync'd.
+//! - `backoff`: capped exponential backoff with jitter.
+//!
+//! # How a write flows
+//! [`Sink::write`] queues the lines on a bounded channel and waits for its answer. One writer
+//! thread (blocking minreq and file I/O stay off the async executor) takes the first queued
+//! submission, adds whatever else is already queued up to `batch_points` points ("group
+//! commit": no fixed flush delay unless `linger_ms` asks for one), writes the batch, and answers
+//! every submission in it once the batch is durable. While the store fails the writer retries the
+//! same batch with backoff, the queue fills, and `write` stops returning: the sessions stop
+//! reading from their agents, whose data waits on their own disks. Nothing is dropped except
+//! points InfluxDB refuses as malformed (400), which are logged and counted.
+
+pub mod config;
+
+mod backoff;
+mod file;
+mod influx;
+mod writer;
+
+#[cfg(test)]
+mod tests;
+
+use std::fmt;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use smol::channel::Sender;
+
+pub use config::SinkConfig;
+
+use crate::metrics::Metrics;
+use backoff::Stop;
+use config::Target;
+use writer::{Backend, Submission, Writer};
+
+/// Why the sink could not take or finish a write.
+#[derive(Debug)]
+pub enum SinkError {
+    /// The `sink` config section is invalid; the text names the field.
+    Config(String),
+    /// The writer thread could not be started.
+    Spawn(std::io::Error),
+    /// The sink was shut down before the lines were durable (the caller must not acknowledge).
+    ShutDown,
+}
+
+impl fmt::Display for SinkError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SinkError::Config(what) => write!(f, "bad sink config: {what}"),
+            SinkError::Spawn(e) => write!(f, "cannot start the sink writer thread: {e}"),
+            SinkError::ShutDown => write!(f, "the sink is shut down; lines not written"),
+        }
+    }
+}
+
+impl std::error::Error for SinkError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            SinkError::Spawn(e) => Some(e),
+            SinkError::Config(_) | SinkError::ShutDown => None,
+        }
+    }
+}
+
+/// The factory's handle to its sink; clones share one writer thread.
+#[derive(Clone)]
+pub struct Sink {
+    tx: Sender<Submission>,
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    stop: Arc<Stop>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+    what: String,
+}
+
+impl fmt::Debug for Sink {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Sink")
+            .field("target", &self.shared.what)
+            .finish()
+    }
+}
+
+impl Sink {
+    /// Validates `cfg` and starts the writer thread. `data_dir` holds the file sink's `facts/`.
+    pub fn start(
+        cfg: &SinkConfig,
+        data_dir: &Path,
+        metrics: Arc<Metrics>,
+    ) -> Result<Sink, SinkError> {
+        let (target, batching) = cfg.validate(data_dir)?;
+        match target {
+            Target::File { dir } => Sink::spawn(file::FileBackend::new(dir), batching, metrics),
+            Target::Influx { base, api, timeout } => Sink::spawn(
+                influx::InfluxBackend::new(base, api, timeout),
+                batching,
+                metrics,
+            ),
+        }
+    }
+
+    fn spawn<B: Backend>(
+        backend: B,
+        batching: config::Batching,
+        metrics: Arc<Metrics>,
+    ) -> Result<Sink, SinkError> {
+        let (tx, rx) = smol::channel::bounded(batching.queue);
+        let stop = Arc::new(Stop::default());
+        let what = backend.describe();
+        let writer = Writer {
+            backend,
+            batching,
+            stop: stop.clone(),
+            metrics,
+            failures: 0,
+        };
+        let thread = std::thread::Builder::new()
+            .name("sink-writer".into())
+            .spawn(move || writer.run(rx))
+            .map_err(SinkError::Spawn)?;
+        Ok(Sink {
+            tx,
+            shared: Arc::new(Shared {
+                stop,
+                thread: Mutex::new(Some(thread)),
+                what,
+            }),
+        })
+    }
+
+    /// Resolves once the lines are durable (Ok) -- or refused as poison by InfluxDB 400, which is
+    /// logged, counted, and also resolves Ok so a poison batch never blocks the queue; while the
+    /// sink fails it keeps retrying and the future stays pending (backpressure); Err only once
+    /// the sink has shut down.
+    ///
+    /// `lines` is line protocol, one point per line; `points` is how many lines it holds (used
+    /// for batch sizing).
+    pub async fn write(&self, lines: String, points: usize) -> Result<(), SinkError> {
+        if lines.trim().is_empty() {
+            return if self.tx.is_closed() {
+                Err(SinkError::ShutDown)
+            } else {
+                Ok(())
+            };
+        }
+        let (done, answer) = smol::channel::bounded(1);
+        self.tx
+            .send(Submission {
+                lines,
+                points,
+                done,
+            })
+            .await
+            .map_err(|_| SinkError::ShutDown)?;
+        answer.recv().await.unwrap_or(Err(SinkError::ShutDown))
+    }
+
+    /// Stop taking writes, drain and finish in-flight ones, then stop the writer thread. Queued
+    /// writes are still attempted; once one fails, it and the rest resolve Err (the agents keep
+    /// those points and send them again). Blocks until the writer thread has exited.
+    pub fn shutdown(&self) {
+        self.tx.close();
+        self.shared.stop.stop();
+        let thread = self
+            .shared
+            .thread
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(t) = thread {
+            if t.join().is_err() {
+                log("the writer thread panicked");
+            }
+        }
+    }
+
+    /// Where the lines go, for the factory's start-up line.
+    pub fn describe(&self) -> &str {
+        &self.shared.what
+    }
+}
+
+/// One log line on stderr, through the factory's log. Everything the sink says is worth a
+/// warning level: failures, dropped points, recoveries after failures, a created database.
+fn log(msg: &str) {
+    crate::log::line("WARN", format_args!("sink: {msg}"));
+}
