@@ -5,3 +5,4 @@
 #![forbid(unsafe_code)]
 pub mod buffer;
 pub mod facts;
+pub mod run;
