@@ -93,6 +93,20 @@ impl HostInfo {
     }
 }
 
+/// Just the hostname, the same way [`HostInfo::read`] finds it (the `host` tag of every point).
+pub fn hostname(procfs: &Procfs) -> String {
+    if !procfs.is_live() {
+        if let Ok(h) = procfs.kernel_string("hostname") {
+            if !h.is_empty() {
+                return h;
+            }
+        }
+    }
+    nix::sys::utsname::uname()
+        .map(|u| u.nodename().to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
 /// Where os-release lives for a given `/proc` tree: `/etc` for the live system, else the `etc`
 /// directory next to the tree's `proc` (fixture trees are laid out as `<origin>/{proc,sys,etc}`).
 pub fn default_etc_root(procfs: &Procfs) -> PathBuf {
