@@ -315,6 +315,25 @@ impl Factory {
         shutdown: impl Future<Output = ()>,
     ) -> Result<(), Error> {
         let shared = &self.shared;
+        // Sessions run on our own executor with one thread per core (smol's global executor
+        // has a single thread unless SMOL_THREADS says otherwise); the threads end with serve.
+        let executor = Arc::new(smol::Executor::new());
+        let (threads_stop, threads_rx) = smol::channel::bounded::<()>(1);
+        let n = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let mut threads = Vec::new();
+        for i in 0..n {
+            let ex = executor.clone();
+            let rx = threads_rx.clone();
+            let t = std::thread::Builder::new()
+                .name(format!("autofactory-{i}"))
+                .spawn(move || {
+                    smol::block_on(ex.run(async {
+                        let _ = rx.recv().await;
+                    }))
+                })
+                .map_err(|e| Error::io("start executor thread", e))?;
+            threads.push(t);
+        }
         // Every session task holds a clone of `alive_tx`; when all are gone `alive_rx` fails.
         let (alive_tx, alive_rx) = smol::channel::bounded::<()>(1);
         let accept = async {
@@ -328,7 +347,7 @@ impl Factory {
                         continue;
                     }
                 };
-                self.accepted(stream, peer, alive_tx.clone());
+                self.accepted(&executor, stream, peer, alive_tx.clone());
             }
         };
         let stop_rx = shared.stop_rx.clone();
@@ -369,12 +388,25 @@ impl Factory {
             )
             .await;
         }
+        drop(threads_stop);
+        let _ = smol::unblock(move || {
+            for t in threads {
+                let _ = t.join();
+            }
+        })
+        .await;
         shared.inventory.persist()?;
         crate::info!("shutdown complete");
         Ok(())
     }
 
-    fn accepted(&self, stream: Async<std::net::TcpStream>, peer: SocketAddr, alive: Sender<()>) {
+    fn accepted(
+        &self,
+        executor: &smol::Executor<'static>,
+        stream: Async<std::net::TcpStream>,
+        peer: SocketAddr,
+        alive: Sender<()>,
+    ) {
         let shared = self.shared.clone();
         let m = &shared.metrics;
         m.connections_accepted.fetch_add(1, Ordering::Relaxed);
@@ -388,15 +420,16 @@ impl Factory {
         }
         let busy = open > limit;
         let _ = stream.get_ref().set_nodelay(true);
-        smol::spawn(async move {
-            session::run(&shared, stream, peer, busy).await;
-            shared
-                .metrics
-                .open_connections
-                .fetch_sub(1, Ordering::Relaxed);
-            drop(alive);
-        })
-        .detach();
+        executor
+            .spawn(async move {
+                session::run(&shared, stream, peer, busy).await;
+                shared
+                    .metrics
+                    .open_connections
+                    .fetch_sub(1, Ordering::Relaxed);
+                drop(alive);
+            })
+            .detach();
     }
 }
 

@@ -8,18 +8,20 @@
 
 use crate::inventory::ClientRecord;
 use crate::metrics::Reason;
-use crate::server::{SessionEntry, Shared};
+use crate::server::{SessionEntry, Shared, WriteFuture};
 use crate::transport::{self, Incoming, Ws};
 use async_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use async_tungstenite::tungstenite::Message as WsMessage;
 use autofact_fbs::lineproto::{write_snapshot, Tags};
 use autofact_fbs::{Ack, Batch, Config, Hello, Message, RejectCode, Welcome, PROTOCOL_VERSION};
 use smol::future::{or, pending};
-use smol::{Async, Task, Timer};
+use smol::{Async, Timer};
 use std::collections::VecDeque;
+use std::future::Future;
 use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Instant;
 
 /// Messages to a live session from the rest of the factory.
@@ -272,7 +274,7 @@ pub(crate) async fn run(
             hello: &hello,
             acked: record.last_acked_seq,
             accepted: record.last_acked_seq,
-            inflight: VecDeque::new(),
+            inflight: Window::default(),
         };
         live.batches(ctl_rx).await;
     }
@@ -386,7 +388,70 @@ fn fill(r: &mut ClientRecord, h: &Hello, peer: SocketAddr, now: u64) {
     r.last_address = peer.to_string();
 }
 
-type WriteTask = Task<Result<(), String>>;
+/// One batch handed to the sink.
+struct Pending {
+    seq: u64,
+    /// `buffered_batches` from the batch's latest health fact.
+    backlog: Option<u64>,
+    write: Option<WriteFuture>,
+    result: Option<Result<(), String>>,
+}
+
+/// The batches of one session in the sink, oldest first. The writes are polled from the
+/// session's own task (no task per write), all of them each time, so they progress together
+/// while acks still come out in seq order.
+#[derive(Default)]
+struct Window {
+    q: VecDeque<Pending>,
+}
+
+impl Window {
+    fn len(&self) -> usize {
+        self.q.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.q.is_empty()
+    }
+
+    /// `write: None` means nothing to write (no points): done at once.
+    fn push(&mut self, seq: u64, backlog: Option<u64>, write: Option<WriteFuture>) {
+        let result = if write.is_none() { Some(Ok(())) } else { None };
+        self.q.push_back(Pending {
+            seq,
+            backlog,
+            write,
+            result,
+        });
+    }
+
+    /// Resolves with the oldest batch once its write is done. Cancel-safe: results are kept
+    /// in the window, and a batch leaves it only when this resolves.
+    fn next_done(&mut self) -> impl Future<Output = (u64, Option<u64>, Result<(), String>)> + '_ {
+        std::future::poll_fn(move |cx| {
+            for p in self.q.iter_mut() {
+                if let Some(w) = &mut p.write {
+                    if let Poll::Ready(r) = w.as_mut().poll(cx) {
+                        p.result = Some(r.map_err(|e| e.to_string()));
+                        p.write = None;
+                    }
+                }
+            }
+            if self.q.front().is_some_and(|p| p.result.is_some()) {
+                if let Some(Pending {
+                    seq,
+                    backlog,
+                    result: Some(r),
+                    ..
+                }) = self.q.pop_front()
+                {
+                    return Poll::Ready((seq, backlog, r));
+                }
+            }
+            Poll::Pending
+        })
+    }
+}
 
 /// A session past Welcome.
 struct Live<'a> {
@@ -400,12 +465,12 @@ struct Live<'a> {
     acked: u64,
     /// Highest seq handed to the sink.
     accepted: u64,
-    /// (seq, backlog reported in the batch, write) in seq order.
-    inflight: VecDeque<(u64, Option<u64>, WriteTask)>,
+    /// Batches in the sink.
+    inflight: Window,
 }
 
 enum Ev {
-    Done(Result<(), String>),
+    Done(u64, Option<u64>, Result<(), String>),
     In(Incoming),
     Ctl(Option<Control>),
     Stop,
@@ -437,10 +502,8 @@ impl Live<'_> {
                 let inflight = &mut self.inflight;
                 let ws = &mut *self.ws;
                 let done = async {
-                    match inflight.front_mut() {
-                        Some((_, _, t)) => Ev::Done(t.await),
-                        None => pending().await,
-                    }
+                    let (seq, backlog, r) = inflight.next_done().await;
+                    Ev::Done(seq, backlog, r)
                 };
                 // Not reading while the window is full is the backpressure; not reading while
                 // stopping or replaced is the drain.
@@ -473,10 +536,7 @@ impl Live<'_> {
                 or(done, or(ctl, or(stop, or(read, tick)))).await
             };
             match ev {
-                Ev::Done(result) => {
-                    let Some((seq, backlog, _)) = self.inflight.pop_front() else {
-                        continue;
-                    };
+                Ev::Done(seq, backlog, result) => {
                     if let Err(e) = result {
                         crate::warn!(
                             "sink refused batch {seq} of {} ({}): {e}",
@@ -636,8 +696,9 @@ impl Live<'_> {
     /// Waits for the writes in flight and records what became durable (no acks: the socket is
     /// gone or about to be; the agent re-sends and the seq check skips it).
     async fn finish_writes(&mut self) {
-        while let Some((seq, backlog, task)) = self.inflight.pop_front() {
-            if task.await.is_err() {
+        while !self.inflight.is_empty() {
+            let (seq, backlog, result) = self.inflight.next_done().await;
+            if result.is_err() {
                 break;
             }
             let r = self.shared.inventory.update(self.id, |r| {
@@ -698,14 +759,9 @@ impl Live<'_> {
         if crate::log::enabled(crate::log::DEBUG) {
             print!("{lines}");
         }
-        let task: WriteTask = if points == 0 {
-            smol::spawn(async { Ok(()) })
-        } else {
-            let write = self.shared.sink.write(lines, points);
-            smol::spawn(async move { write.await.map_err(|e| e.to_string()) })
-        };
+        let write = (points > 0).then(|| self.shared.sink.write(lines, points));
         self.accepted = b.seq;
-        self.inflight.push_back((b.seq, backlog, task));
+        self.inflight.push(b.seq, backlog, write);
         Ok(())
     }
 }
