@@ -17,12 +17,16 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 const USAGE: &str = "\
 usage: autofact collect --once [--proc-root DIR] [--sys-root DIR] [--interval-ms N]
+       autofact run --config FILE [--proc-root DIR] [--sys-root DIR]
 
   collect --once     print one round of every fact as InfluxDB line protocol and exit
   --proc-root DIR    read DIR instead of /proc (a captured tree); nothing is read outside the roots,
                      except statvfs of the tree's mount points that also exist on this machine
   --sys-root DIR     read DIR instead of /sys
-  --interval-ms N    milliseconds between the two /proc/stat samples for cpu usage (default 200)";
+  --interval-ms N    milliseconds between the two /proc/stat samples for cpu usage (default 200)
+  run --config FILE  run the agent: connect to the factory named in FILE (JSON: server, data_dir,
+                     token, region, zone, hostname), collect and push until SIGTERM/SIGINT (exit 0);
+                     exit 3 when the factory stayed unreachable for its give-up time";
 
 /// A command line that cannot be run; the message names the problem.
 #[derive(Debug)]
@@ -45,6 +49,14 @@ impl From<pico_args::Error> for UsageError {
 enum Raw {
     Help,
     Collect(RawCollect),
+    Run(RawRun),
+}
+
+#[derive(Debug)]
+struct RawRun {
+    config: Option<PathBuf>,
+    proc_root: Option<PathBuf>,
+    sys_root: Option<PathBuf>,
 }
 
 #[derive(Debug)]
@@ -60,6 +72,7 @@ struct RawCollect {
 enum Command {
     Help,
     Collect(CollectSettings),
+    Run(Box<autofact::run::Settings>),
 }
 
 /// What `collect` needs.
@@ -89,6 +102,11 @@ fn parse_raw(args: Vec<OsString>) -> Result<Raw, UsageError> {
             sys_root: p.opt_value_from_os_str("--sys-root", path)?,
             interval_ms: p.opt_value_from_str("--interval-ms")?,
         }),
+        Some("run") => Raw::Run(RawRun {
+            config: p.opt_value_from_os_str("--config", path)?,
+            proc_root: p.opt_value_from_os_str("--proc-root", path)?,
+            sys_root: p.opt_value_from_os_str("--sys-root", path)?,
+        }),
         Some("help") => Raw::Help,
         Some(other) => {
             return Err(UsageError(format!(
@@ -109,6 +127,21 @@ fn parse_raw(args: Vec<OsString>) -> Result<Raw, UsageError> {
 fn settings(raw: Raw) -> Result<Command, UsageError> {
     match raw {
         Raw::Help => Ok(Command::Help),
+        Raw::Run(r) => {
+            let file = r
+                .config
+                .ok_or_else(|| UsageError("run needs --config FILE".into()))?;
+            let config =
+                autofact::run::AgentConfig::load(&file).map_err(|e| UsageError(e.to_string()))?;
+            let mut s = autofact::run::Settings::new(config);
+            if let Some(dir) = r.proc_root {
+                s.proc_root = dir;
+            }
+            if let Some(dir) = r.sys_root {
+                s.sys_root = dir;
+            }
+            Ok(Command::Run(Box::new(s)))
+        }
         Raw::Collect(r) => {
             if !r.once {
                 return Err(UsageError(
@@ -176,6 +209,25 @@ fn collect(s: &CollectSettings) -> std::io::Result<()> {
     stdout.flush()
 }
 
+/// `run`: the agent's life (see `autofact::run`); exit 0 on SIGTERM/SIGINT, 3 on give-up.
+fn run(s: autofact::run::Settings) -> ExitCode {
+    // Before any other thread exists, so every thread inherits the blocked mask.
+    let shutdown = match autofact::run::signals::shutdown_on_signals() {
+        Ok(rx) => rx,
+        Err(e) => {
+            eprintln!("autofact: cannot set up signal handling: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match autofact::run::run(s, shutdown) {
+        Ok(exit) => ExitCode::from(exit.code() as u8),
+        Err(e) => {
+            eprintln!("autofact: {e}");
+            ExitCode::from(e.code() as u8)
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let args: Vec<OsString> = std::env::args_os().skip(1).collect();
     let command = match parse_raw(args).and_then(settings) {
@@ -190,6 +242,7 @@ fn main() -> ExitCode {
             println!("{USAGE}");
             ExitCode::SUCCESS
         }
+        Command::Run(s) => run(*s),
         Command::Collect(s) => match collect(&s) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

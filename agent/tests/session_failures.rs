@@ -95,3 +95,34 @@ fn bad_token_is_reported_and_does_not_hammer() -> Result<(), String> {
     assert_eq!(id, None, "no identity without a Welcome");
     Ok(())
 }
+
+#[test]
+fn a_silent_factory_is_detected_by_keepalive() -> Result<(), String> {
+    let factory = Factory::start(Script {
+        token: "tok".into(),
+        config: Config {
+            ping_interval_ms: 300,
+            ..config(100, 200)
+        },
+    })
+    .map_err(|e| e.to_string())?;
+    let dir = TempDir::new("keepalive");
+    let (s, lines) = settings(factory.addr, &dir.0, "tok");
+    let agent = Agent::start(s, lines);
+    wait_for("a batch", Duration::from_secs(10), || {
+        !factory.record().batches.is_empty()
+    });
+    // The connection stays open but nothing comes back, not even a Pong: only the keepalive
+    // can notice.
+    factory.freeze_connections();
+    wait_for("a reconnect", Duration::from_secs(10), || {
+        factory.record().hellos.len() >= 2
+    });
+    let log = agent.drain_lines();
+    assert_eq!(agent.stop()?, Exit::Stopped);
+    assert!(
+        log.iter().any(|l| l.contains("nothing heard from")),
+        "{log:?}"
+    );
+    Ok(())
+}

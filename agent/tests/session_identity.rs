@@ -40,6 +40,7 @@ fn new_client_gets_an_id_and_restart_reuses_it() -> Result<(), String> {
             "host info in Hello: {h:?}"
         );
         assert!(!r.welcomes[0].welcome_back);
+        assert_eq!(r.close_codes, [1000], "a stopping agent closes normally");
         (
             r.welcomes[0].client_id.clone(),
             r.welcomes[0].secret.clone(),

@@ -230,7 +230,7 @@ fn parse_raw(text: &str) -> Result<Raw, String> {
     let mut raw = Raw::default();
     while s.tok != DeJsonTok::CurlyClose {
         if s.tok != DeJsonTok::Str {
-            return Err(format!("bad JSON at {}: expected a key string", at(&s)));
+            return Err(format!("bad JSON at {}: expected a key string or `}}`", at(&s)));
         }
         let key = String::de_json(&mut s, &mut i).map_err(|e| json(&s, e))?;
         s.colon(&mut i).map_err(|e| json(&s, e))?;
@@ -243,6 +243,9 @@ fn parse_raw(text: &str) -> Result<Raw, String> {
             "hostname" => &mut raw.hostname,
             _ => return Err(format!("unknown key `{key}` (known: {KEYS})")),
         };
+        if s.tok == DeJsonTok::Eof {
+            return Err(format!("bad JSON at {}: the file ends early", at(&s)));
+        }
         if s.tok != DeJsonTok::Str {
             return Err(format!("`{key}` must be a string ({})", at(&s)));
         }
@@ -312,6 +315,7 @@ mod tests {
                 "`hostname` is empty",
             ),
             (r#"{"server": "h:1", "data_dir": "/d""#, "bad JSON"),
+            (r#"{"server": "#, "ends early"),
             (r#"["server"]"#, "expected an object"),
             (
                 r#"{"server": "h:1", "data_dir": "/d"} x"#,

@@ -191,7 +191,6 @@ struct Worker {
     next_push: Option<u64>,
     pending: Vec<Snapshot>,
     last_flush: Instant,
-    appended_since_flush: bool,
     collect_us: u64,
 }
 
@@ -204,7 +203,6 @@ impl Worker {
             next_push: None,
             pending: Vec::new(),
             last_flush: Instant::now(),
-            appended_since_flush: false,
             collect_us: 0,
         };
         match config {
@@ -364,7 +362,6 @@ impl Worker {
             .append(|seq| autofact_fbs::encode(&Message::Batch(Batch { seq, snapshots })));
         match res {
             Ok(_) => {
-                self.appended_since_flush = true;
                 let _ = self.parts.notify.try_send(());
             }
             Err(e) => {
@@ -377,13 +374,11 @@ impl Worker {
         }
     }
 
+    /// Appends and acks become durable; the buffer does no I/O when nothing changed, so an idle
+    /// agent does not wear its SD card.
     fn flush(&mut self) {
         self.last_flush = Instant::now();
-        if !std::mem::take(&mut self.appended_since_flush) {
-            return;
-        }
         if let Err(e) = flush(&self.parts.buffer, &self.parts.shared) {
-            self.appended_since_flush = true;
             self.parts
                 .log
                 .line(format_args!("buffer flush failed: {e}"));

@@ -41,6 +41,8 @@ pub struct Record {
     pub clients: HashMap<String, String>,
     /// Highest seq acked.
     pub acked: Option<u64>,
+    /// The code of every close frame received from an agent.
+    pub close_codes: Vec<u16>,
 }
 
 impl Record {
@@ -73,7 +75,7 @@ pub struct Factory {
     pub addr: SocketAddr,
     script: Arc<Mutex<Script>>,
     record: Arc<Mutex<Record>>,
-    configs: Arc<Mutex<Vec<smol::channel::Sender<Config>>>>,
+    configs: Arc<Mutex<Vec<smol::channel::Sender<Ctl>>>>,
     running: Option<Running>,
 }
 
@@ -122,7 +124,15 @@ impl Factory {
     pub fn push_config(&self, c: Config) {
         lock(&self.script).config = c;
         for tx in lock(&self.configs).iter() {
-            let _ = tx.try_send(c);
+            let _ = tx.try_send(Ctl::Config(c));
+        }
+    }
+
+    /// Every current connection stops reading and answering (pings included) but stays open,
+    /// like a hung peer or a silently dropped route; new connections are served normally.
+    pub fn freeze_connections(&self) {
+        for tx in lock(&self.configs).drain(..) {
+            let _ = tx.try_send(Ctl::Freeze);
         }
     }
 
@@ -173,6 +183,13 @@ impl Drop for Factory {
     }
 }
 
+/// Orders for a connection task.
+#[derive(Debug, Clone, Copy)]
+enum Ctl {
+    Config(Config),
+    Freeze,
+}
+
 async fn send(ws: &mut async_tungstenite::WebSocketStream<Async<TcpStream>>, m: &Message) -> bool {
     ws.send(Frame::binary(autofact_fbs::encode(m)))
         .await
@@ -183,7 +200,7 @@ async fn connection(
     stream: Async<TcpStream>,
     script: Arc<Mutex<Script>>,
     record: Arc<Mutex<Record>>,
-    configs: smol::channel::Receiver<Config>,
+    configs: smol::channel::Receiver<Ctl>,
 ) {
     let Ok(mut ws) = async_tungstenite::accept_async(stream).await else {
         return;
@@ -253,20 +270,30 @@ async fn connection(
     loop {
         enum Ev {
             Frame(Option<Result<Frame, async_tungstenite::tungstenite::Error>>),
-            Config(Config),
+            Ctl(Ctl),
         }
         let ev = smol::future::or(async { Ev::Frame(ws.next().await) }, async {
             match configs.recv().await {
-                Ok(c) => Ev::Config(c),
+                Ok(c) => Ev::Ctl(c),
                 Err(_) => std::future::pending().await,
             }
         })
         .await;
         match ev {
-            Ev::Config(c) => {
+            Ev::Ctl(Ctl::Config(c)) => {
                 if !send(&mut ws, &Message::Config(c)).await {
                     return;
                 }
+            }
+            Ev::Ctl(Ctl::Freeze) => {
+                // Hold the socket open and never read it again.
+                std::future::pending::<()>().await;
+            }
+            Ev::Frame(Some(Ok(Frame::Close(c)))) => {
+                if let Some(c) = c {
+                    lock(&record).close_codes.push(u16::from(c.code));
+                }
+                return;
             }
             Ev::Frame(Some(Ok(Frame::Binary(b)))) => {
                 let Ok(Message::Batch(batch)) = autofact_fbs::decode(&b) else {
@@ -282,9 +309,7 @@ async fn connection(
                     return;
                 }
             }
-            Ev::Frame(Some(Ok(Frame::Close(_)))) | Ev::Frame(None) | Ev::Frame(Some(Err(_))) => {
-                return
-            }
+            Ev::Frame(None) | Ev::Frame(Some(Err(_))) => return,
             Ev::Frame(Some(Ok(_))) => {}
         }
     }
