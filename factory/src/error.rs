@@ -56,6 +56,14 @@ impl Error {
         }
     }
 
+    /// True for errors in what the user gave (flags, config file, sink section): exit 2.
+    pub fn is_usage(&self) -> bool {
+        matches!(
+            self,
+            Error::Config { .. } | Error::Sink(crate::sink::SinkError::Config(_))
+        )
+    }
+
     /// A config error.
     pub fn config(origin: impl Into<String>, detail: impl Into<String>) -> Error {
         Error::Config {

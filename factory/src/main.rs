@@ -192,7 +192,7 @@ fn run(flags: RunFlags) -> ExitCode {
         Ok(f) => f,
         Err(e) => {
             eprintln!("autofactory: {e}");
-            return ExitCode::from(1);
+            return ExitCode::from(if e.is_usage() { 2 } else { 1 });
         }
     };
     let addr = |l: &Async<TcpListener>| {
@@ -212,6 +212,7 @@ fn run(flags: RunFlags) -> ExitCode {
         ),
         None => println!("autofactory: admin listener disabled"),
     }
+    let data_dir = std::fs::canonicalize(&data_dir).unwrap_or(data_dir);
     println!("autofactory: inventory in {}", data_dir.display());
     println!("autofactory: facts go to {}", factory.sink_description());
     match &flags.config {
@@ -224,7 +225,7 @@ fn run(flags: RunFlags) -> ExitCode {
     let spawned = std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
-            let mut stopping = false;
+            let mut stopping: Option<std::time::Instant> = None;
             loop {
                 match sigs.wait() {
                     Ok(Signal::SIGHUP) => {
@@ -232,11 +233,16 @@ fn run(flags: RunFlags) -> ExitCode {
                         let _ = f.reload();
                     }
                     Ok(sig) => {
-                        if stopping {
-                            eprintln!("autofactory: second {sig}, exiting without draining");
-                            std::process::exit(1);
+                        // A second signal forces the exit, but not one in the same second:
+                        // tools like timeout(1) signal the process and then its group.
+                        if let Some(first) = stopping {
+                            if first.elapsed() >= std::time::Duration::from_secs(1) {
+                                eprintln!("autofactory: second {sig}, exiting without draining");
+                                std::process::exit(1);
+                            }
+                            continue;
                         }
-                        stopping = true;
+                        stopping = Some(std::time::Instant::now());
                         autofactory::info!("{sig}: shutting down");
                         let _ = stop_tx.try_send(());
                     }

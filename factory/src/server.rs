@@ -156,8 +156,26 @@ impl Factory {
         let cfg = settings.config;
         std::fs::create_dir_all(&cfg.data_dir)
             .map_err(|e| Error::io(format!("create {}", cfg.data_dir.display()), e))?;
-        let inventory = Inventory::open(&cfg.data_dir)?;
-        let (token, generated) = resolve_token(&cfg)?;
+        // The sink first: a bad sink section is a config error and should be reported
+        // before anything is created or generated.
+        let metrics = Arc::new(Metrics::default());
+        let sink: Arc<dyn FactSink> = match settings.sink {
+            Some(s) => s,
+            None => Arc::new(crate::sink::Sink::start(
+                &cfg.sink,
+                &cfg.data_dir,
+                metrics.clone(),
+            )?),
+        };
+        let opened =
+            Inventory::open(&cfg.data_dir).and_then(|inv| resolve_token(&cfg).map(|t| (inv, t)));
+        let (inventory, (token, generated)) = match opened {
+            Ok(x) => x,
+            Err(e) => {
+                sink.shutdown();
+                return Err(e);
+            }
+        };
         if let Some(path) = generated {
             // Printed once, on stdout, so an operator can copy it into the agents' configs.
             println!("autofactory: no token configured; generated enrollment token {token}");
@@ -171,15 +189,6 @@ impl Factory {
                 cfg.data_dir.join("enrollment-token").display()
             );
         }
-        let metrics = Arc::new(Metrics::default());
-        let sink: Arc<dyn FactSink> = match settings.sink {
-            Some(s) => s,
-            None => Arc::new(crate::sink::Sink::start(
-                &cfg.sink,
-                &cfg.data_dir,
-                metrics.clone(),
-            )?),
-        };
         let (stop_tx, stop_rx) = smol::channel::bounded(1);
         Ok(Factory {
             shared: Arc::new(Shared {

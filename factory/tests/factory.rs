@@ -575,3 +575,34 @@ fn over_the_connection_limit_is_busy() {
     );
     h.stop().expect("clean shutdown");
 }
+
+#[test]
+fn a_silent_client_is_pinged_then_dropped_while_a_live_one_stays() {
+    let dir = temp_dir("idle");
+    let h = Harness::start(&dir, &config_text(r#""limits": {"idle_timeout_ms": 400}"#));
+    smol::block_on(async {
+        // `silent` never reads, so it never answers the factory's ping.
+        let (_silent, sw) = Client::enroll(h.addr, "silent").await;
+        let (mut live, lw) = Client::enroll(h.addr, "live").await;
+        // `live` reads (tungstenite answers pings while reading) until `silent` is gone.
+        let reader = async {
+            loop {
+                let _ = live.recv().await;
+            }
+        };
+        let gone = wait_until("the silent client is dropped", || {
+            !h.factory.connected().contains(&sw.client_id)
+        });
+        smol::future::or(gone, reader).await;
+        assert!(h.factory.connected().contains(&lw.client_id));
+    });
+    let m = h.get("/metrics");
+    assert_eq!(
+        metric(
+            &m,
+            "autofactory_rejected_connections_total{reason=\"idle_timeout\"}"
+        ),
+        1
+    );
+    h.stop().expect("clean shutdown");
+}
