@@ -201,9 +201,14 @@ impl Agent {
             RejectCode::Replaced => "another connection with this client id replaced this one",
             RejectCode::ShuttingDown => "factory shutting down",
         };
+        // The factory's own words only when they add something.
+        let detail = if r.message.is_empty() || what.starts_with(r.message.as_str()) {
+            String::new()
+        } else {
+            format!(" ({})", r.message)
+        };
         log(self).line(format_args!(
-            "factory {server} rejected this agent: {what}: {}",
-            r.message
+            "factory {server} rejected this agent: {what}{detail}"
         ));
         Ok(match r.code {
             RejectCode::UnknownClient => {
@@ -490,7 +495,9 @@ impl Agent {
             }
         })
         .await;
-        log(self).line(format_args!("closed the connection to {peer}"));
+        log(self).line(format_args!(
+            "stopped: buffer flushed, connection to {peer} closed"
+        ));
         Ok(Outcome::Shutdown)
     }
 }
