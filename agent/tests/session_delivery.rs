@@ -165,3 +165,71 @@ fn live_config_change_reschedules_without_reconnect() -> Result<(), String> {
     );
     Ok(())
 }
+
+#[test]
+fn restarted_agent_collects_offline_with_its_last_config_and_delivers_later() -> Result<(), String>
+{
+    let period = 200;
+    let mut factory = Factory::start(Script {
+        token: "tok".into(),
+        config: config(period, 400),
+    })
+    .map_err(|e| e.to_string())?;
+    let dir = TempDir::new("offline");
+
+    // First life: receives and keeps the Config.
+    let (s, lines) = settings(factory.addr, &dir.0, "tok");
+    let agent = Agent::start(s, lines);
+    wait_for("a batch", Duration::from_secs(10), || {
+        !factory.record().batches.is_empty()
+    });
+    assert_eq!(agent.stop()?, Exit::Stopped);
+
+    // Second life, factory unreachable: collects anyway, into the buffer.
+    factory.stop();
+    let (s, lines) = settings(factory.addr, &dir.0, "tok");
+    let agent = Agent::start(s, lines);
+    std::thread::sleep(Duration::from_millis(1500));
+    let log = agent.drain_lines();
+    assert_eq!(agent.stop()?, Exit::Stopped);
+    assert!(
+        !log.iter().any(|l| l.contains("collecting nothing")),
+        "{log:?}"
+    );
+    let offline = {
+        let buffer = Buffer::open(&dir.0.join("buffer"), 1 << 24).map_err(|e| e.to_string())?;
+        buffer.stats().batches
+    };
+    assert!(offline >= 2, "{offline} batches collected offline");
+
+    // Third life, factory back: the offline batches arrive, then collection goes on.
+    factory.restart().map_err(|e| e.to_string())?;
+    let (s, lines) = settings(factory.addr, &dir.0, "tok");
+    let agent = Agent::start(s, lines);
+    let seen = factory.record().unique_batches().len();
+    wait_for("the offline batches", Duration::from_secs(10), || {
+        factory.record().unique_batches().len() as u64 >= seen as u64 + offline
+    });
+    quiesce(&factory);
+    std::thread::sleep(Duration::from_millis(600));
+    assert_eq!(agent.stop()?, Exit::Stopped);
+
+    let r = factory.record();
+    let batches = r.unique_batches();
+    for w in batches.windows(2) {
+        assert_eq!(w[1].seq, w[0].seq + 1, "seqs contiguous across restarts");
+    }
+    // Each life starts on the next period boundary, so the series has gaps only where the
+    // agent was not running; within each life the spacing is the period.
+    let times = r.snapshot_times();
+    assert!(times.windows(2).all(|w| w[1] > w[0]), "time goes forward");
+    assert!(
+        times
+            .windows(2)
+            .all(|w| (w[1] - w[0]) % (i64::from(period) * MS) == 0),
+        "every instant on the period grid"
+    );
+    let buffer = Buffer::open(&dir.0.join("buffer"), 1 << 24).map_err(|e| e.to_string())?;
+    assert_eq!(buffer.stats().batches, 0);
+    Ok(())
+}
