@@ -278,6 +278,7 @@ impl FactoryConfig {
         // deny_unknown_fields), and a misspelt key must not silently fall back to a default.
         let tree = json::parse(text).map_err(bad)?;
         check_keys(&tree, &FILE_SHAPE, "").map_err(bad)?;
+        check_sink_keys(&tree).map_err(bad)?;
         let raw = RawFile::deserialize_json(text).map_err(|e| {
             bad(format!(
                 "line {} column {}: {:?}",
@@ -436,6 +437,29 @@ const FILE_SHAPE: Shape = Shape::Obj(&[
         ]),
     ),
 ]);
+
+/// The sink section's keys are the sink module's: its `SinkConfig` serializes every field, so
+/// the known keys are those of its default, serialized.
+fn check_sink_keys(tree: &json::Value) -> Result<(), String> {
+    use nanoserde::SerJson;
+    let Some(json::Value::Object(members)) = tree.get("sink") else {
+        return Ok(());
+    };
+    let known = match json::parse(&SinkConfig::default().serialize_json()) {
+        Ok(json::Value::Object(k)) => k,
+        _ => return Ok(()),
+    };
+    for (k, line, _) in members {
+        if !known.iter().any(|(name, _, _)| name == k) {
+            let names: Vec<&str> = known.iter().map(|(n, _, _)| n.as_str()).collect();
+            return Err(format!(
+                "line {line}: unknown key \"sink.{k}\" (known: {})",
+                names.join(", ")
+            ));
+        }
+    }
+    Ok(())
+}
 
 fn check_keys(v: &json::Value, shape: &Shape, at: &str) -> Result<(), String> {
     let join = |k: &str| {
@@ -741,6 +765,10 @@ mod tests {
             .contains("unknown key \"defaults.periods.cpu\""));
         assert!(err(r#"{"regions": {"eu": {"push": 1}}}"#).contains("\"regions.eu.push\""));
         assert!(err(r#"{"limits": {"max_conn": 1}}"#).contains("\"limits.max_conn\""));
+        assert!(err(r#"{"sink": {"kind": "file", "urll": "x"}}"#).contains("\"sink.urll\""));
+        assert!(
+            FactoryConfig::parse(r#"{"sink": {"kind": "file", "url": "http://x"}}"#, "t").is_ok()
+        );
     }
 
     #[test]
@@ -765,6 +793,14 @@ mod tests {
         assert!(err("{\"a\":1} x").contains("trailing"));
         let deep = "[".repeat(1000);
         assert!(err(&deep).contains("nested too deeply"));
+    }
+
+    #[test]
+    fn the_example_config_is_valid() {
+        let text = include_str!("../autofactory.example.json");
+        let c = FactoryConfig::parse(text, "autofactory.example.json").expect("valid example");
+        assert_eq!(c.effective("eu", "").push_interval_ms, 30_000);
+        assert!(c.sink_text.contains("influxdb") && !c.sink_text.contains("change-me"));
     }
 
     #[test]

@@ -253,8 +253,8 @@ impl Factory {
     }
 
     /// Puts `cfg` in force and pushes the changed effective Config to every connected client
-    /// it concerns. Settings that need a restart (addresses, data dir, sink, limits) are
-    /// logged and not applied. Returns how many clients were sent a new Config.
+    /// it concerns. Limits apply to connections accepted from now on; settings that need a
+    /// restart (addresses, data dir, sink) are logged and not applied. Returns how many clients were sent a new Config.
     pub fn apply_config(&self, mut cfg: FactoryConfig) -> usize {
         let old = self.shared.config();
         if cfg.listen != old.listen

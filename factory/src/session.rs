@@ -582,7 +582,7 @@ impl Live<'_> {
                         self.peer,
                         e.map(|e| format!(": {e}")).unwrap_or_default()
                     );
-                    self.finish_writes().await;
+                    self.finish_writes(false).await;
                     break End::Gone;
                 }
                 Ev::In(frame) => {
@@ -658,7 +658,7 @@ impl Live<'_> {
         match end {
             End::Refuse(r) => {
                 // Writes already handed to the sink still count: finish and record them.
-                self.finish_writes().await;
+                self.finish_writes(true).await;
                 transport::reject(self.ws, self.peer, m, r.reason, r.code, &r.message).await;
             }
             End::Close(code, why, reason) => {
@@ -693,9 +693,10 @@ impl Live<'_> {
         }
     }
 
-    /// Waits for the writes in flight and records what became durable (no acks: the socket is
-    /// gone or about to be; the agent re-sends and the seq check skips it).
-    async fn finish_writes(&mut self) {
+    /// Waits for the writes in flight and records what became durable; acks them too when the
+    /// socket is still usable (`ack`), so the agent can drop them before it reconnects.
+    async fn finish_writes(&mut self, ack: bool) {
+        let mut ack = ack;
         while !self.inflight.is_empty() {
             let (seq, backlog, result) = self.inflight.next_done().await;
             if result.is_err() {
@@ -709,6 +710,9 @@ impl Live<'_> {
             });
             if let Err(e) = r {
                 crate::warn!("inventory: {e}");
+            }
+            if ack && self.send(&Message::Ack(Ack { seq })).await.is_err() {
+                ack = false;
             }
         }
     }

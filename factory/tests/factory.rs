@@ -606,3 +606,31 @@ fn a_silent_client_is_pinged_then_dropped_while_a_live_one_stays() {
     );
     h.stop().expect("clean shutdown");
 }
+
+#[test]
+fn with_the_real_file_sink_an_ack_means_the_lines_are_on_disk() {
+    let dir = temp_dir("file-sink");
+    let h = Harness::start_real_sink(&dir, &config_text(""));
+    smol::block_on(async {
+        let (mut c, _) = Client::enroll(h.addr, "on-disk").await;
+        assert_eq!(
+            c.batch(1, vec![snapshot(1_700_000_000_000_000_000, 2)])
+                .await
+                .seq,
+            1
+        );
+    });
+    // Acked, so durable: read what the file sink wrote, without stopping the factory.
+    let facts = dir.join("data").join("facts");
+    let mut text = String::new();
+    for e in std::fs::read_dir(&facts).expect("facts dir").flatten() {
+        text.push_str(&std::fs::read_to_string(e.path()).expect("read facts"));
+    }
+    assert!(
+        text.contains("mem,host=on-disk,region=eu,zone=eu-1 "),
+        "{text}"
+    );
+    assert!(text.contains(" 1700000000000000000\n"), "{text}");
+    assert_eq!(text.lines().count(), 3, "{text}");
+    h.stop().expect("clean shutdown");
+}

@@ -158,6 +158,16 @@ impl Harness {
 
     /// Starts a factory with `config` in `dir` and the given sink.
     pub fn start_with(dir: &Path, config: &str, sink: MemSink) -> Harness {
+        Harness::start_opt(dir, config, Some(sink))
+    }
+
+    /// Starts a factory with `config` in `dir` and the sink it configures (the real one).
+    pub fn start_real_sink(dir: &Path, config: &str) -> Harness {
+        Harness::start_opt(dir, config, None)
+    }
+
+    fn start_opt(dir: &Path, config: &str, mem: Option<MemSink>) -> Harness {
+        let sink = mem.clone().unwrap_or_default();
         let config_path = dir.join("autofactory.json");
         std::fs::write(&config_path, config).expect("write config");
         let mut cfg = FactoryConfig::load(&config_path).expect("valid config");
@@ -172,7 +182,9 @@ impl Harness {
             match Factory::open(Settings {
                 config: cfg.clone(),
                 config_path: Some(config_path.clone()),
-                sink: Some(Arc::new(sink.clone())),
+                sink: mem
+                    .clone()
+                    .map(|m| Arc::new(m) as Arc<dyn autofactory::FactSink>),
             }) {
                 Ok(f) => {
                     factory = Some(f);
