@@ -107,3 +107,45 @@ fn before_any_config_it_collects_nothing_and_says_so_once() -> Result<(), String
     assert_eq!(buffer.stats().batches, 0, "no Config: nothing collected");
     Ok(())
 }
+
+#[test]
+fn a_factory_that_forgot_the_client_re_enrolls_it_with_the_token() -> Result<(), String> {
+    let mut factory = Factory::start(Script {
+        token: "let-me-in".into(),
+        config: config(200, 400),
+    })
+    .map_err(|e| e.to_string())?;
+    let dir = TempDir::new("forgotten");
+    let (s, lines) = settings(factory.addr, &dir.0, "let-me-in");
+    let agent = Agent::start(s, lines);
+    wait_for("a welcome", Duration::from_secs(10), || {
+        !factory.record().welcomes.is_empty()
+    });
+    // The factory loses its inventory (a new data dir, another site behind the same name).
+    factory.record().clients.clear();
+    factory.restart().map_err(|e| e.to_string())?;
+    wait_for("a second enrollment", Duration::from_secs(10), || {
+        factory.record().welcomes.len() >= 2
+    });
+    let log = agent.drain_lines();
+    assert_eq!(agent.stop()?, Exit::Stopped);
+
+    let r = factory.record();
+    assert!(
+        r.rejects
+            .iter()
+            .any(|j| j.code == autofact_fbs::RejectCode::UnknownClient),
+        "{:?}",
+        r.rejects
+    );
+    let new_id = &r.welcomes[1].client_id;
+    assert!(!r.welcomes[1].welcome_back);
+    assert_ne!(new_id, &r.welcomes[0].client_id);
+    assert!(log.iter().any(|l| l.contains("enrolling again")), "{log:?}");
+    let stored = StateDir::open(&dir.0)
+        .and_then(|s| s.identity())
+        .map_err(|e| e.to_string())?
+        .ok_or("no identity stored")?;
+    assert_eq!(&stored.client_id, new_id);
+    Ok(())
+}

@@ -243,8 +243,10 @@ async fn connection(
                 message: "enrollment token not accepted".into(),
             })
         } else {
-            let id = format!("{:032x}", 0xa9e0_u128 + r.clients.len() as u128);
-            let secret = format!("secret-{}", r.clients.len());
+            // Counted over the factory's whole life, so a cleared inventory gives new ids.
+            let n = r.welcomes.iter().filter(|w| !w.welcome_back).count();
+            let id = format!("{:032x}", 0xa9e0_u128 + n as u128);
+            let secret = format!("secret-{n}");
             r.clients.insert(id.clone(), secret.clone());
             Message::Welcome(Welcome {
                 client_id: id,
