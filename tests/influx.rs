@@ -1,7 +1,7 @@
 //! A real InfluxDB 1.x (`influxd`) for tests: its own config, loopback ports and temp dirs,
 //! stopped and started again at will for outage tests, always killed on drop.
 //!
-//! `influxd` is looked up in `$AUTOFACT_INFLUXD`, then `/usr/bin/influxd`, then `PATH`. When it is
+//! `influxd` is `$AUTOFACT_INFLUXD` when set, else `/usr/bin/influxd`, else the first on `PATH`. When it is
 //! missing, [`Influx::launch_or_skip`] panics with a clear message, unless `AUTOFACT_SKIP_INFLUX=1`,
 //! in which case it prints `SKIPPED` and returns `None`.
 
@@ -64,8 +64,10 @@ pub struct Influx {
 
 /// Where influxd is, if anywhere.
 pub fn influxd_path() -> Option<PathBuf> {
+    // When set, it is the only place looked at (so a test run can pretend influxd is missing).
     if let Some(p) = std::env::var_os("AUTOFACT_INFLUXD") {
-        return Some(PathBuf::from(p));
+        let p = PathBuf::from(p);
+        return p.exists().then_some(p);
     }
     let usr = PathBuf::from("/usr/bin/influxd");
     if usr.exists() {
