@@ -634,3 +634,39 @@ fn with_the_real_file_sink_an_ack_means_the_lines_are_on_disk() {
     assert_eq!(text.lines().count(), 3, "{text}");
     h.stop().expect("clean shutdown");
 }
+
+#[test]
+fn bit_flipped_batches_get_an_ack_or_a_reject_never_a_crash() {
+    let dir = temp_dir("bitflips");
+    let h = Harness::start(&dir, &config_text(""));
+    let good = autofact_fbs::encode(&Message::Batch(Batch {
+        seq: 1,
+        snapshots: vec![snapshot(1, 0), snapshot(2, 1)],
+    }));
+    let (mut acks, mut rejects) = (0, 0);
+    smol::block_on(async {
+        let (_c, w) = Client::enroll(h.addr, "flipper").await;
+        let mut rnd = vec![0u8; 400];
+        autofactory::ids::random_bytes(&mut rnd).expect("urandom");
+        for pair in rnd.chunks_exact(4) {
+            let mut bytes = good.clone();
+            let pos = u16::from_le_bytes([pair[0], pair[1]]) as usize % bytes.len();
+            bytes[pos] ^= 1 << (pair[2] % 8);
+            let (mut c, answer) =
+                Client::hello(h.addr, back_hello(&w.client_id, &w.secret, "flipper")).await;
+            assert!(matches!(answer, Message::Welcome(_)), "{answer:?}");
+            c.send_bytes(bytes).await;
+            match c.recv().await {
+                Ok(Message::Ack(_)) => acks += 1,
+                Ok(Message::Reject(r)) => {
+                    assert_eq!(r.code, RejectCode::Malformed);
+                    rejects += 1;
+                }
+                other => panic!("expected Ack or Reject, got {other:?}"),
+            }
+        }
+        still_serves(h.addr).await;
+    });
+    assert_eq!(acks + rejects, 100);
+    h.stop().expect("clean shutdown");
+}
