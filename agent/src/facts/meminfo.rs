@@ -80,6 +80,9 @@ impl MemInfo {
 pub fn parse(s: &str) -> Result<MemInfo, ParseError> {
     let mut m = MemInfo::default();
     let (mut total, mut free) = (false, false);
+    // The number of keys matched below; a kernel prints each once.
+    const KEYS: usize = 12;
+    let mut found = 0;
     for (i, line) in s.lines().enumerate() {
         let lineno = i + 1;
         if line.trim().is_empty() {
@@ -110,6 +113,11 @@ pub fn parse(s: &str) -> Result<MemInfo, ParseError> {
             _ => continue,
         };
         *target = value(rest, lineno, key)?;
+        found += 1;
+        if found == KEYS {
+            // Every key we use is in; the remaining ~30 lines would only be scanned and skipped.
+            break;
+        }
     }
     if !total {
         return Err(ParseError::new(0, "no MemTotal line"));

@@ -24,8 +24,10 @@ pub fn parse_into(
     keep: impl Fn(&str) -> bool,
 ) -> Result<usize, ParseError> {
     let mut n = 0;
+    let mut lines = 0;
     for (i, line) in s.lines().enumerate() {
         let lineno = i + 1;
+        lines = lineno;
         if lineno <= 2 {
             // The two header lines; a file that has anything else there is not net/dev.
             if !line.contains('|') {
@@ -64,7 +66,7 @@ pub fn parse_into(
         e.drop_out = v[11];
         n += 1;
     }
-    if s.lines().count() < 2 {
+    if lines < 2 {
         return Err(ParseError::new(0, "missing the two header lines"));
     }
     Ok(n)
