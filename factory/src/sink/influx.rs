@@ -188,18 +188,34 @@ impl Backend for InfluxBackend {
     }
 }
 
-/// InfluxDB's `{"error":"..."}` body.
+/// An InfluxDB error body: 1.x says `{"error":".."}`, 2.x `{"code":"..","message":".."}`.
 #[derive(DeJson)]
+#[nserde(default)]
 struct ErrorBody {
+    // Strings, not Options: nanoserde's derive for Option fields trips clippy; empty = absent.
     error: String,
+    message: String,
 }
 
-/// The error InfluxDB gave: the JSON `error` field, else the body (cut to 1000 bytes), else the
-/// `X-Influxdb-Error` header.
+/// The error InfluxDB gave, from the answer.
 pub(crate) fn error_message(resp: &minreq::Response) -> String {
-    let body = resp.as_str().unwrap_or("");
-    if let Ok(e) = ErrorBody::deserialize_json(body) {
-        return e.error;
+    error_text(
+        resp.as_str().unwrap_or(""),
+        resp.header("x-influxdb-error"),
+        &resp.reason_phrase,
+    )
+}
+
+/// The JSON `error` (1.x) or `message` (2.x) field, else the body cut to 1000 bytes, else the
+/// `X-Influxdb-Error` header, else the reason phrase.
+pub(crate) fn error_text(body: &str, header: Option<&str>, reason: &str) -> String {
+    if let Ok(ErrorBody { error, message }) = ErrorBody::deserialize_json(body) {
+        if !error.is_empty() {
+            return error;
+        }
+        if !message.is_empty() {
+            return message;
+        }
     }
     let body = body.trim();
     if !body.is_empty() {
@@ -209,9 +225,7 @@ pub(crate) fn error_message(resp: &minreq::Response) -> String {
         }
         return body[..end].to_string();
     }
-    resp.header("x-influxdb-error")
-        .unwrap_or(resp.reason_phrase.as_str())
-        .to_string()
+    header.unwrap_or(reason).to_string()
 }
 
 /// How many of `points` a 400 dropped. InfluxDB 1.x says `partial write: ... dropped=N` when it

@@ -8,12 +8,12 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use nanoserde::DeJson;
+use nanoserde::{DeJson, SerJson};
 
 use super::backoff::{self, Stop};
 use super::config::{Api, Batching, SinkConfig, Target};
 use super::file::{civil_from_days, utc_day};
-use super::influx::{base64, dropped_count, parse_retry_after, url_encode};
+use super::influx::{base64, dropped_count, error_text, parse_retry_after, url_encode};
 use super::writer::{split_half, Attempt, Backend};
 use super::{Sink, SinkError};
 use crate::metrics::Metrics;
@@ -22,6 +22,8 @@ use crate::metrics::Metrics;
 fn empty_config_means_file_sink_under_data_dir() {
     let cfg = SinkConfig::deserialize_json("{}").expect("{} is a valid sink config");
     assert_eq!(cfg, SinkConfig::default());
+    let again = SinkConfig::deserialize_json(&cfg.serialize_json()).expect("round trip");
+    assert_eq!(again, cfg);
     let (target, batching) = cfg
         .validate(Path::new("/var/lib/af"))
         .expect("defaults validate");
@@ -159,6 +161,32 @@ fn helpers() {
     );
     assert_eq!(dropped_count("field type conflict", 4), 4);
     assert_eq!(dropped_count("dropped=99", 4), 4);
+    assert_eq!(
+        error_text(
+            r#"{"error":"database not found: \"x\""}"#,
+            None,
+            "Not Found"
+        ),
+        "database not found: \"x\""
+    );
+    assert_eq!(
+        error_text(
+            r#"{"code":"not found","message":"bucket \"b\" not found"}"#,
+            None,
+            "X"
+        ),
+        "bucket \"b\" not found"
+    );
+    assert_eq!(
+        error_text("<html>oops</html>\n", None, "X"),
+        "<html>oops</html>"
+    );
+    assert_eq!(
+        error_text("", Some("field type conflict"), "Bad Request"),
+        "field type conflict"
+    );
+    assert_eq!(error_text("", None, "Bad Gateway"), "Bad Gateway");
+    assert_eq!(error_text(&"é".repeat(600), None, "X").len(), 1000);
     assert_eq!(parse_retry_after(" 3 "), Some(Duration::from_secs(3)));
     assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), None);
     assert_eq!(split_half("a\nb\nc\nd\n"), ("a\nb\n", "c\nd\n"));
