@@ -94,6 +94,10 @@ impl BitOr for Kinds {
     }
 }
 
+/// The largest file a round reads; /proc/self/mounts of a container host is the biggest real
+/// one and stays far below this.
+const MAX_FILE: usize = 16 << 20;
+
 /// A kernel file kept open between rounds.
 #[derive(Debug)]
 struct Source {
@@ -123,6 +127,14 @@ impl Source {
         let mut filled = 0;
         loop {
             if filled == buf.len() {
+                if filled >= MAX_FILE {
+                    // Not a kernel file (a FIFO or a device in a captured tree, say): stop
+                    // rather than grow without bound.
+                    return Err(io::Error::other(format!(
+                        "larger than {} MiB, not a kernel text file",
+                        MAX_FILE >> 20
+                    )));
+                }
                 let grown = (buf.len() * 2).max(4096);
                 buf.resize(grown, 0);
             }
@@ -133,8 +145,10 @@ impl Source {
                     // The next round reopens it: the file may have been replaced (e.g. a
                     // thermal zone re-registered), or the error may be transient.
                     self.file = None;
-                    if e.kind() == io::ErrorKind::NotFound || e.raw_os_error() == Some(19) {
-                        // ENODEV: the device behind a sysfs file went away.
+                    if e.kind() == io::ErrorKind::NotFound
+                        || e.raw_os_error() == Some(nix::errno::Errno::ENODEV as i32)
+                    {
+                        // The device behind a sysfs file went away.
                         return Ok(None);
                     }
                     return Err(e);
