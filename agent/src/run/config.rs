@@ -230,7 +230,10 @@ fn parse_raw(text: &str) -> Result<Raw, String> {
     let mut raw = Raw::default();
     while s.tok != DeJsonTok::CurlyClose {
         if s.tok != DeJsonTok::Str {
-            return Err(format!("bad JSON at {}: expected a key string or `}}`", at(&s)));
+            return Err(format!(
+                "bad JSON at {}: expected a key string or `}}`",
+                at(&s)
+            ));
         }
         let key = String::de_json(&mut s, &mut i).map_err(|e| json(&s, e))?;
         s.colon(&mut i).map_err(|e| json(&s, e))?;
