@@ -239,6 +239,22 @@ struct Rig {
 }
 
 fn rig(script: Vec<Attempt>, batch_points: usize, gated: bool) -> Rig {
+    rig_with(
+        script,
+        batch_points,
+        gated,
+        Duration::ZERO,
+        Duration::from_secs(1),
+    )
+}
+
+fn rig_with(
+    script: Vec<Attempt>,
+    batch_points: usize,
+    gated: bool,
+    linger: Duration,
+    flush: Duration,
+) -> Rig {
     let bodies = Arc::new(Mutex::new(Vec::new()));
     let metrics = Arc::new(Metrics::default());
     let (entered_tx, entered_rx) = mpsc::channel();
@@ -250,8 +266,8 @@ fn rig(script: Vec<Attempt>, batch_points: usize, gated: bool) -> Rig {
     };
     let batching = Batching {
         batch_points,
-        flush: Duration::from_secs(1),
-        linger: Duration::ZERO,
+        flush,
+        linger,
         queue: 16,
     };
     let sink = Sink::spawn(backend, batching, metrics.clone()).expect("writer thread");
@@ -440,4 +456,44 @@ fn shutdown_drains_queued_writes_when_healthy() {
             .expect("b durable, drained before the thread stopped");
     });
     assert_eq!(r.bodies(), vec!["a 1\n".to_string(), "b 2\n".to_string()]);
+}
+
+#[test]
+fn with_a_linger_the_writer_waits_for_a_full_batch() {
+    // Telegraf-like: a long linger; the batch is written when full, not when the queue is empty.
+    let r = rig_with(
+        vec![],
+        3,
+        false,
+        Duration::from_secs(60),
+        Duration::from_secs(60),
+    );
+    smol::block_on(async {
+        let a = write(&r.sink, "a 1\n");
+        let b = write(&r.sink, "b 2\n");
+        let c = write(&r.sink, "c 3\n");
+        for t in [a, b, c] {
+            t.await.expect("durable");
+        }
+    });
+    let bodies = r.bodies();
+    assert_eq!(bodies.len(), 1, "{bodies:?}");
+    let mut lines: Vec<&str> = bodies[0].lines().collect();
+    lines.sort();
+    assert_eq!(lines, vec!["a 1", "b 2", "c 3"]);
+    r.sink.shutdown();
+}
+
+#[test]
+fn with_a_linger_a_lone_write_goes_out_at_the_flush_deadline() {
+    let r = rig_with(
+        vec![],
+        5000,
+        false,
+        Duration::from_millis(200),
+        Duration::from_millis(200),
+    );
+    smol::block_on(r.sink.write("a 1\n".into(), 1)).expect("durable without more writes");
+    assert_eq!(r.bodies(), vec!["a 1\n".to_string()]);
+    r.sink.shutdown();
 }
