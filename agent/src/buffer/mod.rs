@@ -71,6 +71,13 @@ pub const DEFAULT_CAP_BYTES: u64 = 64 * 1024 * 1024;
 /// needs. Each chunk is atomic on its own, and a partly applied cumulative ack is still a valid state.
 const ACK_CHUNK: usize = 1024;
 
+/// Writers wait while fjall's memtables (active + sealed, not yet flushed) hold more than this...
+const WRITE_BUFFER_LIMIT: u64 = 2 * store::MEMTABLE_BYTES;
+/// ...checking this often...
+const BACKPRESSURE_STEP: std::time::Duration = std::time::Duration::from_millis(5);
+/// ...for at most this long, so a stuck fjall worker slows appends down but never stops them.
+const BACKPRESSURE_MAX: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Counters describing the buffer, for the agent's health fact.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BufferStats {
@@ -140,6 +147,18 @@ impl Buffer {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// fjall flushes memtables in the background and only stops writers at 4 sealed memtables, so a
+    /// burst (a backlog being acked, a benchmark) can grow them far past `MEMTABLE_BYTES`, and every
+    /// commit over the limit queues a rotation request for its workers. Waiting here bounds both the
+    /// RAM and that queue. At one batch a second this never waits.
+    fn backpressure(&self) {
+        let start = std::time::Instant::now();
+        while self.db.write_buffer_size() > WRITE_BUFFER_LIMIT && start.elapsed() < BACKPRESSURE_MAX
+        {
+            std::thread::sleep(BACKPRESSURE_STEP);
+        }
+    }
+
     fn store_err(&self, op: &'static str) -> impl FnOnce(fjall::Error) -> BufferError + '_ {
         move |source| BufferError::Store {
             op,
@@ -181,6 +200,7 @@ impl Buffer {
         }
 
         // One atomic write: the new batch and the deletions that make room for it.
+        self.backpressure();
         let mut wb = self.db.batch();
         wb.insert(&self.batches, key(seq), value);
         for v in &victims {
@@ -232,6 +252,7 @@ impl Buffer {
                 break;
             };
             // next_seq goes with the deletion, so it survives even when this empties the queue.
+            self.backpressure();
             let mut wb = self.db.batch();
             for d in &doomed {
                 wb.remove(&self.batches, key(*d));
@@ -263,6 +284,12 @@ impl Buffer {
             dropped: st.dropped,
             next_seq: st.next_seq,
         }
+    }
+
+    /// Bytes fjall currently holds in memtables (active and sealed, not yet flushed to disk), and in
+    /// its block cache: diagnostics for memory measurements.
+    pub fn engine_memory(&self) -> (u64, u64) {
+        (self.db.write_buffer_size(), self.db.cache_size())
     }
 
     /// Makes everything appended (and acked) so far durable: `fdatasync` of fjall's journal. Does no

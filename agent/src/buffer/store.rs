@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use fjall::config::{FilterPolicy, FilterPolicyEntry, PinningPolicy};
+use fjall::config::{BlockSizePolicy, FilterPolicy, FilterPolicyEntry, PinningPolicy};
 use fjall::{Database, KeyspaceCreateOptions};
 
 use super::{key, Buffer, BufferError, State};
@@ -31,14 +31,19 @@ const MAX_UNFINISHED_OPENS: u32 = 2;
 // one worker per core up to 4) are sized for servers. The queue is written in key order and read
 // front to back, so caching buys little: the OS page cache already holds the hot tail of the files.
 /// Block cache: fjall's floor is one block; a few blocks are enough for sequential scans.
-const CACHE_BYTES: u64 = 256 * 1024;
+const CACHE_BYTES: u64 = 128 * 1024;
 /// The memtable holds the newest batches in RAM until it is flushed to a table file.
-const MEMTABLE_BYTES: u64 = 1024 * 1024;
+pub(super) const MEMTABLE_BYTES: u64 = 256 * 1024;
 /// fjall's minimum: fjall asserts >= 64 MiB. The journal file is preallocated sparse, so this is an
 /// upper bound on disk use, not RAM.
 const JOURNAL_BYTES: u64 = 64 * 1024 * 1024;
-/// Background flush/compaction threads.
-const WORKER_THREADS: usize = 1;
+/// Data block size: every table keeps one index entry per block in RAM, so bigger blocks mean less
+/// RAM per buffered batch.
+const DATA_BLOCK_BYTES: u32 = 32 * 1024;
+/// Background flush/compaction threads. Not 1: fjall 3.1.13's lone worker can block forever sending
+/// itself a flush message when writers have filled its 1000-slot queue with rotation requests (seen
+/// here at full write speed: the memtable then grows without bound). A second worker drains the queue.
+const WORKER_THREADS: usize = 2;
 /// Open table files kept in fjall's descriptor cache (fjall's minimum is 10).
 const MAX_CACHED_FILES: usize = 10;
 
@@ -199,6 +204,7 @@ fn batches_options() -> KeyspaceCreateOptions {
         // Let index blocks live in the (small) block cache rather than pinned in RAM per table.
         .index_block_pinning_policy(PinningPolicy::all(false))
         .filter_block_pinning_policy(PinningPolicy::all(false))
+        .data_block_size_policy(BlockSizePolicy::all(DATA_BLOCK_BYTES))
 }
 
 fn meta_options() -> KeyspaceCreateOptions {
