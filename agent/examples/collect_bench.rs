@@ -157,7 +157,8 @@ fn main() {
         allocs += n;
         max_allocs = max_allocs.max(n);
     }
-    // One more full round so the printed counts describe a full snapshot.
+    // One more full round, a few ticks later so that cpu usage has moved, for the counts below.
+    std::thread::sleep(Duration::from_millis(50));
     c.collect(Kinds::ALL, 0, &mut snap);
     let round = median(&mut round_t);
     let floor = median(&mut floor_t);
