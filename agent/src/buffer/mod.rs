@@ -5,6 +5,7 @@
 //! A buffer is one directory `dir` that this module owns entirely:
 //!
 //! ```text
+//! dir/LOCK      flock(2)ed while a Buffer is open: a second agent on the same directory gets `Locked`
 //! dir/FORMAT    "autofact-buffer 1\n": the format version, written (tmp + rename + fsync) before anything else
 //! dir/OPENING   present only while an open is in progress: the number of opens started and not finished
 //! dir/db/       a fjall 3 database with two keyspaces:
@@ -114,6 +115,8 @@ pub struct Buffer {
     batches: Keyspace,
     meta: Keyspace,
     state: Mutex<State>,
+    /// Held for the life of the buffer; declared last so it is released after fjall has closed.
+    _lock: nix::fcntl::Flock<std::fs::File>,
 }
 
 impl std::fmt::Debug for Buffer {

@@ -10,6 +10,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use fjall::config::{BlockSizePolicy, FilterPolicy, FilterPolicyEntry, PinningPolicy};
 use fjall::{Database, KeyspaceCreateOptions};
+use nix::errno::Errno;
+use nix::fcntl::{Flock, FlockArg};
 
 use super::{key, Buffer, BufferError, State};
 
@@ -18,6 +20,7 @@ pub(super) const FORMAT_VERSION: u32 = 1;
 const FORMAT_FILE: &str = "FORMAT";
 const FORMAT_MAGIC: &str = "autofact-buffer";
 const OPENING_FILE: &str = "OPENING";
+const LOCK_FILE: &str = "LOCK";
 const DB_DIR: &str = "db";
 const BATCHES: &str = "batches";
 const META: &str = "meta";
@@ -213,8 +216,30 @@ fn meta_options() -> KeyspaceCreateOptions {
         .filter_policy(FilterPolicy::all(FilterPolicyEntry::None))
 }
 
+/// Takes `dir/LOCK` before anything else is read, so a second agent on the same directory gets
+/// `Locked` and can never judge a live buffer corrupt and move it away from under the first.
+fn lock(dir: &Path) -> Result<Flock<fs::File>, Failure> {
+    let path = dir.join(LOCK_FILE);
+    let file = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| Failure::Fatal(io_err("open", &path)(e)))?;
+    Flock::lock(file, FlockArg::LockExclusiveNonblock).map_err(|(_, errno)| {
+        if errno == Errno::EWOULDBLOCK {
+            Failure::Fatal(BufferError::Locked {
+                path: dir.to_path_buf(),
+            })
+        } else {
+            Failure::Fatal(io_err("lock", &path)(errno.into()))
+        }
+    })
+}
+
 fn try_open(dir: &Path, cap: u64) -> Result<Buffer, Failure> {
     fs::create_dir_all(dir).map_err(|e| Failure::Fatal(io_err("create directory", dir)(e)))?;
+    let lock = lock(dir)?;
     check_format(dir)?;
     begin_open(dir)?;
 
@@ -261,6 +286,7 @@ fn try_open(dir: &Path, cap: u64) -> Result<Buffer, Failure> {
         batches,
         meta,
         state: Mutex::new(state),
+        _lock: lock,
     };
     if saved_next.is_none() {
         // A brand-new buffer: record where its seqs start.
