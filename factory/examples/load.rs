@@ -1,6 +1,7 @@
 //! Load figures for the factory: N agents connect, enroll and each send B batches (one batch in
-//! flight per agent, like the real agent's default window) to an in-process factory whose sink
-//! only counts. Prints enrollments/s, batches/s, points/s and the process's peak RSS.
+//! flight per agent) to an in-process factory whose sink only counts, then all reconnect at once
+//! with their id and secret. Prints enrolments/s, batches/s, points/s, welcome-backs/s and the
+//! process's peak RSS.
 //!
 //! Run: `cargo run --release -p autofactory --example load [-- CLIENTS BATCHES SNAPSHOTS]`
 //! (defaults 1000 20 10).
@@ -120,7 +121,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     .len();
     let enrolled = Arc::new(AtomicUsize::new(0));
     let t0 = Instant::now();
-    let (t_enrolled, t_done) = smol::block_on(async {
+    let (t_enrolled, t_done, t_back) = smol::block_on(async {
         let (ready_tx, ready_rx) = smol::channel::unbounded::<()>();
         let tasks: Vec<_> = (0..clients)
             .map(|i| {
@@ -151,7 +152,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     ))
                     .await
                     .expect("send");
-                    let _welcome = ws.next().await;
+                    let creds = match ws.next().await {
+                        Some(Ok(WsMessage::Binary(b))) => match autofact_fbs::decode(&b) {
+                            Ok(Message::Welcome(w)) => (w.client_id, w.secret),
+                            other => panic!("expected Welcome, got {other:?}"),
+                        },
+                        other => panic!("expected Welcome, got {other:?}"),
+                    };
                     enrolled.fetch_add(1, Ordering::Relaxed);
                     let _ = ready.send(()).await;
                     for seq in 1..=batches {
@@ -170,7 +177,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                             }
                         }
                     }
-                    ws
+                    (ws, creds)
                 })
             })
             .collect();
@@ -182,7 +189,53 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         for t in tasks {
             keep.push(t.await);
         }
-        (t_enrolled, t0.elapsed())
+        let t_done = t0.elapsed();
+        // Reconnect storm, as after a factory restart: everyone drops and comes back at once.
+        let creds: Vec<(String, String)> = keep.into_iter().map(|(_, c)| c).collect();
+        let t1 = Instant::now();
+        let back: Vec<_> = creds
+            .into_iter()
+            .map(|(id, secret)| {
+                smol::spawn(async move {
+                    let small = WebSocketConfig::default()
+                        .read_buffer_size(4096)
+                        .write_buffer_size(4096);
+                    let tcp = Async::<TcpStream>::connect(addr).await.expect("connect");
+                    let (mut ws, _) = async_tungstenite::client_async_with_config(
+                        format!("ws://{addr}/"),
+                        tcp,
+                        Some(small),
+                    )
+                    .await
+                    .expect("upgrade");
+                    let hello = Hello {
+                        protocol_version: autofact_fbs::PROTOCOL_VERSION,
+                        client_id: id,
+                        secret,
+                        ..Default::default()
+                    };
+                    ws.send(WsMessage::Binary(
+                        autofact_fbs::encode(&Message::Hello(hello)).into(),
+                    ))
+                    .await
+                    .expect("send");
+                    match ws.next().await {
+                        Some(Ok(WsMessage::Binary(b))) => match autofact_fbs::decode(&b) {
+                            Ok(Message::Welcome(w)) => assert!(w.welcome_back),
+                            other => panic!("expected Welcome, got {other:?}"),
+                        },
+                        other => panic!("expected Welcome, got {other:?}"),
+                    }
+                    ws
+                })
+            })
+            .collect();
+        let mut again = Vec::new();
+        for t in back {
+            again.push(t.await);
+        }
+        let t_back = t1.elapsed();
+        (t_enrolled, t_done, t_back)
     });
     let total_batches = clients as u64 * batches;
     let p = points.load(Ordering::Relaxed);
@@ -198,6 +251,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         total_batches as f64 / secs,
         p as f64 / secs,
         (total_batches as f64 * batch_bytes as f64) / secs / (1 << 20) as f64
+    );
+    println!(
+        "reconnect storm: {clients} returning clients welcomed back in {:.2} s ({:.0}/s)",
+        t_back.as_secs_f64(),
+        clients as f64 / t_back.as_secs_f64()
     );
     println!(
         "points written {p}; peak RSS (factory + clients in one process) {} MiB",
