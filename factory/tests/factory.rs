@@ -670,3 +670,31 @@ fn bit_flipped_batches_get_an_ack_or_a_reject_never_a_crash() {
     assert_eq!(acks + rejects, 100);
     h.stop().expect("clean shutdown");
 }
+
+#[test]
+fn a_reloaded_token_replaces_the_old_one_for_new_enrollments_only() {
+    let dir = temp_dir("token-reload");
+    let h = Harness::start(&dir, &config_text(""));
+    smol::block_on(async {
+        let (_c, w) = Client::enroll(h.addr, "before").await;
+        let new_token = "a-brand-new-token-42";
+        h.write_config(&format!(
+            r#"{{"listen": "127.0.0.1:0", "admin_listen": "127.0.0.1:0", "token": "{new_token}"}}"#
+        ));
+        h.factory.reload().expect("reload");
+        assert_eq!(
+            refused(h.addr, new_hello(TOKEN, "late")).await.0,
+            RejectCode::BadToken
+        );
+        let (_n, answer) = Client::hello(h.addr, new_hello(new_token, "new")).await;
+        assert!(matches!(answer, Message::Welcome(_)), "{answer:?}");
+        // Enrolled clients authenticate with their own secret, not the token.
+        let (_b, answer) =
+            Client::hello(h.addr, back_hello(&w.client_id, &w.secret, "before")).await;
+        assert!(
+            matches!(answer, Message::Welcome(ref b) if b.welcome_back),
+            "{answer:?}"
+        );
+    });
+    h.stop().expect("clean shutdown");
+}
