@@ -391,36 +391,40 @@ enum Shape {
     Obj(&'static [(&'static str, Shape)]),
     /// An object with free keys, each value of this shape.
     MapOf(&'static Shape),
-    /// Not checked here (scalars, and sections owned by another module).
+    /// A whole number from 0 to the bound.
+    Int(u64),
+    /// A string.
+    Str,
+    /// Not checked here (a section owned by another module).
     Any,
 }
 
 const PERIODS_SHAPE: Shape = Shape::Obj(&[
-    ("cpu_ms", Shape::Any),
-    ("kernel_ms", Shape::Any),
-    ("mem_ms", Shape::Any),
-    ("swap_ms", Shape::Any),
-    ("system_ms", Shape::Any),
-    ("net_ms", Shape::Any),
-    ("diskio_ms", Shape::Any),
-    ("disk_ms", Shape::Any),
-    ("temp_ms", Shape::Any),
-    ("health_ms", Shape::Any),
+    ("cpu_ms", Shape::Int(u32::MAX as u64)),
+    ("kernel_ms", Shape::Int(u32::MAX as u64)),
+    ("mem_ms", Shape::Int(u32::MAX as u64)),
+    ("swap_ms", Shape::Int(u32::MAX as u64)),
+    ("system_ms", Shape::Int(u32::MAX as u64)),
+    ("net_ms", Shape::Int(u32::MAX as u64)),
+    ("diskio_ms", Shape::Int(u32::MAX as u64)),
+    ("disk_ms", Shape::Int(u32::MAX as u64)),
+    ("temp_ms", Shape::Int(u32::MAX as u64)),
+    ("health_ms", Shape::Int(u32::MAX as u64)),
 ]);
 
 const OVERRIDE_SHAPE: Shape = Shape::Obj(&[
     ("periods", PERIODS_SHAPE),
-    ("push_interval_ms", Shape::Any),
-    ("ping_interval_ms", Shape::Any),
-    ("buffer_cap_bytes", Shape::Any),
-    ("give_up_secs", Shape::Any),
+    ("push_interval_ms", Shape::Int(u32::MAX as u64)),
+    ("ping_interval_ms", Shape::Int(u32::MAX as u64)),
+    ("buffer_cap_bytes", Shape::Int(u64::MAX)),
+    ("give_up_secs", Shape::Int(u32::MAX as u64)),
 ]);
 
 const FILE_SHAPE: Shape = Shape::Obj(&[
-    ("listen", Shape::Any),
-    ("admin_listen", Shape::Any),
-    ("data_dir", Shape::Any),
-    ("token", Shape::Any),
+    ("listen", Shape::Str),
+    ("admin_listen", Shape::Str),
+    ("data_dir", Shape::Str),
+    ("token", Shape::Str),
     // The sink module owns its section's keys.
     ("sink", Shape::Any),
     ("defaults", OVERRIDE_SHAPE),
@@ -429,11 +433,11 @@ const FILE_SHAPE: Shape = Shape::Obj(&[
     (
         "limits",
         Shape::Obj(&[
-            ("handshake_timeout_ms", Shape::Any),
-            ("max_message_bytes", Shape::Any),
-            ("max_connections", Shape::Any),
-            ("idle_timeout_ms", Shape::Any),
-            ("max_inflight_batches", Shape::Any),
+            ("handshake_timeout_ms", Shape::Int(u64::MAX)),
+            ("max_message_bytes", Shape::Int(u64::MAX)),
+            ("max_connections", Shape::Int(u64::MAX)),
+            ("idle_timeout_ms", Shape::Int(u64::MAX)),
+            ("max_inflight_batches", Shape::Int(u64::MAX)),
         ]),
     ),
 ]);
@@ -471,6 +475,18 @@ fn check_keys(v: &json::Value, shape: &Shape, at: &str) -> Result<(), String> {
     };
     match (shape, v) {
         (Shape::Any, _) | (_, json::Value::Null) => Ok(()),
+        (Shape::Int(max), json::Value::Num(n)) => match n.parse::<u64>() {
+            Ok(v) if v <= *max => Ok(()),
+            _ => Err(format!(
+                "{at}: expected a whole number from 0 to {max}, got {n}"
+            )),
+        },
+        (Shape::Int(max), other) => Err(format!(
+            "{at}: expected a whole number from 0 to {max}, got {}",
+            other.kind()
+        )),
+        (Shape::Str, json::Value::Str(_)) => Ok(()),
+        (Shape::Str, other) => Err(format!("{at}: expected a string, got {}", other.kind())),
         (Shape::Obj(fields), json::Value::Object(members)) => {
             for (k, line, child) in members {
                 match fields.iter().find(|(name, _)| name == k) {
@@ -505,7 +521,10 @@ mod json {
     /// A parsed JSON value; objects keep their keys' order and line numbers.
     pub enum Value {
         Null,
-        Scalar(String),
+        Bool(bool),
+        /// A number as written.
+        Num(String),
+        Str(String),
         Array(Vec<Value>),
         Object(Vec<(String, usize, Value)>),
     }
@@ -518,11 +537,25 @@ mod json {
             }
         }
 
+        /// What kind of value this is, for messages.
+        pub fn kind(&self) -> String {
+            match self {
+                Value::Null => "null".into(),
+                Value::Bool(b) => b.to_string(),
+                Value::Num(n) => n.clone(),
+                Value::Str(s) => format!("the string {s:?}"),
+                Value::Array(_) => "a list".into(),
+                Value::Object(_) => "an object".into(),
+            }
+        }
+
         /// Compact JSON text with secret-looking values replaced by "***".
         pub fn to_masked_string(&self) -> String {
             match self {
                 Value::Null => "null".into(),
-                Value::Scalar(s) => s.clone(),
+                Value::Bool(b) => b.to_string(),
+                Value::Num(n) => n.clone(),
+                Value::Str(s) => format!("{s:?}"),
                 Value::Array(a) => format!(
                     "[{}]",
                     a.iter()
@@ -659,7 +692,7 @@ mod json {
                 }
                 Some(b'"') => {
                     let s = self.string()?;
-                    Ok(Value::Scalar(format!("{s:?}")))
+                    Ok(Value::Str(s))
                 }
                 Some(_) => {
                     let start = self.i;
@@ -673,8 +706,9 @@ mod json {
                     let word = String::from_utf8_lossy(&self.s[start..self.i]).into_owned();
                     match word.as_str() {
                         "null" => Ok(Value::Null),
-                        "true" | "false" => Ok(Value::Scalar(word)),
-                        w if !w.is_empty() && w.parse::<f64>().is_ok() => Ok(Value::Scalar(word)),
+                        "true" => Ok(Value::Bool(true)),
+                        "false" => Ok(Value::Bool(false)),
+                        w if !w.is_empty() && w.parse::<f64>().is_ok() => Ok(Value::Num(word)),
                         _ => Err(self.err(&format!("unexpected {word:?}"))),
                     }
                 }
@@ -782,7 +816,16 @@ mod tests {
             .contains("regions.eu.periods.cpu_ms"));
         assert!(err(r#"{"clients": {"bob": {}}}"#).contains("clients.bob: not a client id"));
         assert!(err(r#"{"limits": {"max_connections": 0}}"#).contains("limits.max_connections"));
-        assert!(err(r#"{"listen": 5}"#).starts_with("test.json: line 1"));
+        assert!(err(r#"{"listen": 5}"#).contains("listen: expected a string, got 5"));
+        assert!(err(r#"{"defaults": {"push_interval_ms": -5}}"#).contains(
+            "defaults.push_interval_ms: expected a whole number from 0 to 4294967295, got -5"
+        ));
+        assert!(err(r#"{"regions": {"eu": {"periods": {"cpu_ms": "1s"}}}}"#)
+            .contains("regions.eu.periods.cpu_ms: expected a whole number"));
+        assert!(err(r#"{"limits": {"max_connections": 1.5}}"#).contains("limits.max_connections"));
+        assert!(
+            err(r#"{"defaults": {"give_up_secs": 5000000000}}"#).contains("defaults.give_up_secs")
+        );
     }
 
     #[test]
