@@ -30,7 +30,17 @@ impl Drop for Running {
 
 /// Starts `autofactory run ARGS` in `cwd` and reads stdout up to its last startup line.
 fn start(cwd: &std::path::Path, args: &[&str]) -> Running {
-    let mut child = Command::new(BIN)
+    start_env(cwd, args, None)
+}
+
+/// [`start`] with `STATE_DIRECTORY` set (as systemd's `StateDirectory=` does).
+fn start_env(cwd: &std::path::Path, args: &[&str], state_dir: Option<&std::path::Path>) -> Running {
+    let mut cmd = Command::new(BIN);
+    cmd.env_remove("STATE_DIRECTORY");
+    if let Some(d) = state_dir {
+        cmd.env("STATE_DIRECTORY", d);
+    }
+    let mut child = cmd
         .arg("run")
         .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
         .args(args)
@@ -184,5 +194,22 @@ fn sighup_reloads_and_pushes_the_changed_config() {
         kill(Pid::from_raw(r.child.id() as i32), Signal::SIGHUP).expect("hup");
         assert_eq!(c.batch(1, vec![snapshot(1, 0)]).await.seq, 1);
     });
+    assert_eq!(stop(r, Signal::SIGTERM), 0);
+}
+
+#[test]
+fn state_directory_is_the_default_data_dir() {
+    let dir = temp_dir("cli-state");
+    let state = dir.join("state");
+    std::fs::create_dir_all(&state).expect("mkdir");
+    let r = start_env(&dir, &[], Some(&state));
+    let text = r.out.join("\n");
+    let canonical = std::fs::canonicalize(&state).expect("canonical");
+    assert!(
+        text.contains(&format!("inventory in {}", canonical.display())),
+        "{text}"
+    );
+    assert!(state.join("enrollment-token").exists());
+    assert!(!dir.join("autofactory-data").exists());
     assert_eq!(stop(r, Signal::SIGTERM), 0);
 }
