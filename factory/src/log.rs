@@ -1,7 +1,7 @@
 //! Log lines on stderr with a UTC timestamp; per-batch lines on stdout. A global level set once
 //! by `main` (`--quiet`, `--verbose`) so that every module can log without carrying a handle.
 
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// No per-batch lines.
@@ -57,6 +57,76 @@ pub fn line(level: &str, msg: std::fmt::Arguments<'_>) {
     eprintln!("{} {level} {msg}", rfc3339(unix_now()));
 }
 
+/// Rejection lines per second before the rest are only counted: a scanner or a fleet with a
+/// wrong token must not bury the log (the metrics still count every rejection).
+pub const REJECT_LINES_PER_SEC: u64 = 20;
+
+/// A per-second line budget, lock-free.
+pub struct RateLimit {
+    per_sec: u64,
+    window: AtomicU64,
+    in_window: AtomicU64,
+    suppressed: AtomicU64,
+}
+
+impl RateLimit {
+    /// A budget of `per_sec` lines per second.
+    pub const fn new(per_sec: u64) -> RateLimit {
+        RateLimit {
+            per_sec,
+            window: AtomicU64::new(0),
+            in_window: AtomicU64::new(0),
+            suppressed: AtomicU64::new(0),
+        }
+    }
+
+    /// At unix second `now`: whether this line may be written, and how many lines were
+    /// suppressed in earlier seconds and not yet reported (reported once, by the first line
+    /// of a new second).
+    pub fn admit(&self, now: u64) -> (bool, u64) {
+        let mut report = 0;
+        let w = self.window.load(Ordering::Relaxed);
+        if w != now
+            && self
+                .window
+                .compare_exchange(w, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            self.in_window.store(0, Ordering::Relaxed);
+            report = self.suppressed.swap(0, Ordering::Relaxed);
+        }
+        if self.in_window.fetch_add(1, Ordering::Relaxed) < self.per_sec {
+            (true, report)
+        } else {
+            self.suppressed.fetch_add(1, Ordering::Relaxed);
+            (false, report)
+        }
+    }
+}
+
+static REJECTIONS: RateLimit = RateLimit::new(REJECT_LINES_PER_SEC);
+
+/// Writes an info line unless more than [`REJECT_LINES_PER_SEC`] were written this second;
+/// the first line of a later second says how many were suppressed.
+pub fn limited(msg: std::fmt::Arguments<'_>) {
+    let (write, suppressed) = REJECTIONS.admit(unix_now());
+    if suppressed > 0 {
+        line(
+            "INFO",
+            format_args!("{suppressed} more rejection lines suppressed (counted in /metrics)"),
+        );
+    }
+    if write {
+        line("INFO", msg);
+    }
+}
+
+/// Logs a rejection, rate-limited (see [`limited`]).
+#[macro_export]
+macro_rules! info_limited {
+    ($($a:tt)*) => { $crate::log::limited(format_args!($($a)*)) };
+}
+
 /// Logs an event (connections, rejections, reloads); `--quiet` only silences per-batch lines.
 #[macro_export]
 macro_rules! info {
@@ -71,6 +141,17 @@ macro_rules! warn {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn rate_limit_admits_the_budget_then_reports_the_rest_once() {
+        let r = super::RateLimit::new(3);
+        let admitted: Vec<bool> = (0..5).map(|_| r.admit(100).0).collect();
+        assert_eq!(admitted, vec![true, true, true, false, false]);
+        assert_eq!(r.admit(101), (true, 2), "two suppressed in second 100");
+        assert_eq!(r.admit(101), (true, 0), "reported once");
+        assert_eq!(r.admit(101), (true, 0));
+        assert_eq!(r.admit(101), (false, 0));
+    }
+
     #[test]
     fn rfc3339_known_instants() {
         assert_eq!(super::rfc3339(0), "1970-01-01T00:00:00Z");

@@ -424,7 +424,9 @@ impl Factory {
         if open > limit + BUSY_SLACK {
             m.open_connections.fetch_sub(1, Ordering::Relaxed);
             m.reject(Reason::Busy);
-            crate::info!("rejected {peer}: busy ({open} open connections), closed without upgrade");
+            crate::info_limited!(
+                "rejected {peer}: busy ({open} open connections), closed without upgrade"
+            );
             return;
         }
         let busy = open > limit;

@@ -103,12 +103,12 @@ pub(crate) async fn run(
         Some(Ok(ws)) => ws,
         Some(Err(e)) => {
             m.reject(Reason::WsHandshake);
-            crate::info!("rejected {peer}: ws_handshake ({e})");
+            crate::info_limited!("rejected {peer}: ws_handshake ({e})");
             return;
         }
         None => {
             m.reject(Reason::HandshakeTimeout);
-            crate::info!(
+            crate::info_limited!(
                 "rejected {peer}: handshake_timeout (no websocket upgrade in {:?})",
                 limits.handshake_timeout
             );
@@ -153,7 +153,7 @@ pub(crate) async fn run(
         match ev {
             Ev::In(Incoming::Control) => continue,
             Ev::In(Incoming::Closed(e)) => {
-                crate::info!(
+                crate::info_limited!(
                     "{peer} closed before Hello{}",
                     e.map(|e| format!(": {e}")).unwrap_or_default()
                 );
@@ -185,7 +185,7 @@ pub(crate) async fn run(
             },
             Ev::Timeout => {
                 m.reject(Reason::HandshakeTimeout);
-                crate::info!(
+                crate::info_limited!(
                     "rejected {peer}: handshake_timeout (no Hello in {:?})",
                     limits.handshake_timeout
                 );

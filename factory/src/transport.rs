@@ -123,7 +123,7 @@ pub async fn reject(
     message: &str,
 ) {
     metrics.reject(reason);
-    crate::info!("rejected {peer}: {} ({message})", reason.label());
+    crate::info_limited!("rejected {peer}: {} ({message})", reason.label());
     let msg = Message::Reject(Reject {
         code,
         message: message.to_string(),
