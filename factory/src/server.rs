@@ -260,7 +260,7 @@ impl Factory {
         if cfg.listen != old.listen
             || cfg.admin_listen != old.admin_listen
             || cfg.data_dir != old.data_dir
-            || cfg.sink_text != old.sink_text
+            || cfg.sink != old.sink
         {
             crate::warn!("reload: listen, admin_listen, data_dir and sink changes need a restart; keeping the running ones");
         }
