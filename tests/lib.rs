@@ -6,8 +6,13 @@
 //! - [`poll`]: waiting for a condition, free ports.
 //! - [`process`]: child processes killed and reaped on drop, with their output in files.
 //! - [`proxy`]: a loopback TCP proxy the test can cut and restore.
+//! - [`harness`]: the real factory and agent binaries with their configs, and the series-gap
+//!   checker ("nothing lost").
+//!
+//! The end-to-end scenarios themselves are in `e2e/` (the `e2e` test target).
 #![forbid(unsafe_code)]
 
+pub mod harness;
 pub mod influx;
 pub mod poll;
 pub mod process;
