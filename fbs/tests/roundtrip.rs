@@ -170,3 +170,15 @@ fn empty_input_is_an_error() {
     // Display is one line, for logs.
     assert!(!err.to_string().contains('\n'), "{err}");
 }
+
+#[test]
+fn repeated_names_are_written_once() {
+    // full_batch repeats "cpu-total", "eth0", "mmcblk0p2", ... in each of its 4 snapshots.
+    let msg = Message::Batch(full_batch());
+    let bytes = encode(&msg);
+    for name in [&b"cpu-total"[..], b"eth0", b"mmcblk0p2", b"cpu-thermal"] {
+        let count = bytes.windows(name.len()).filter(|w| *w == name).count();
+        assert_eq!(count, 1, "{}", String::from_utf8_lossy(name));
+    }
+    assert_eq!(decode(&bytes), Ok(msg));
+}
