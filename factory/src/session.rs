@@ -22,7 +22,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::Poll;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// Messages to a live session from the rest of the factory.
 #[derive(Debug)]
@@ -275,6 +275,7 @@ pub(crate) async fn run(
             acked: record.last_acked_seq,
             accepted: record.last_acked_seq,
             inflight: Window::default(),
+            agent_ping: config.ping_interval_ms,
         };
         live.batches(ctl_rx).await;
     }
@@ -467,6 +468,9 @@ struct Live<'a> {
     accepted: u64,
     /// Batches in the sink.
     inflight: Window,
+    /// The agent's ping interval (ms) from its Config: it declares the link lost after twice
+    /// that without a frame from us.
+    agent_ping: u32,
 }
 
 enum Ev {
@@ -495,9 +499,14 @@ impl Live<'_> {
         let mut stopping = false;
         let mut ctl_open = true;
         let mut replaced = false;
-        let tick_every = limits.idle_timeout / 4;
         let end = loop {
             let full = self.inflight.len() >= limits.max_inflight_batches;
+            // While backpressured we answer nothing, so we must ping the agent ourselves within
+            // its ping interval or it declares the link dead and reconnects.
+            let mut tick_every = limits.idle_timeout / 4;
+            if full && self.agent_ping > 0 {
+                tick_every = tick_every.min(Duration::from_millis(u64::from(self.agent_ping) / 2));
+            }
             let ev = {
                 let inflight = &mut self.inflight;
                 let ws = &mut *self.ws;
@@ -610,6 +619,7 @@ impl Live<'_> {
                 }
                 Ev::Ctl(None) => ctl_open = false,
                 Ev::Ctl(Some(Control::Config(c))) => {
+                    self.agent_ping = c.ping_interval_ms;
                     if self.send(&Message::Config(c)).await.is_err() {
                         break End::Gone;
                     }
@@ -630,6 +640,19 @@ impl Live<'_> {
                     // Silence while we are not reading (backpressure, drain) is ours, not theirs.
                     if !self.inflight.is_empty() || stopping || replaced {
                         last_rx = Instant::now();
+                        // Backpressure: not reading means the agent's pings go unanswered; a
+                        // ping of ours shows the link is alive (issue 8, InfluxDB outage).
+                        if full
+                            && !stopping
+                            && !replaced
+                            && self
+                                .ws
+                                .send(WsMessage::Ping(Vec::new().into()))
+                                .await
+                                .is_err()
+                        {
+                            break End::Gone;
+                        }
                         continue;
                     }
                     let idle = last_rx.elapsed();

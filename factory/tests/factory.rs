@@ -519,6 +519,55 @@ fn a_slow_sink_stops_reading_and_shutdown_acks_what_became_durable() {
     h.stop().expect("clean shutdown");
 }
 
+/// Regression (issue 8): a session that stops reading (backpressure) does not answer the
+/// agent's pings either, so it must ping the agent itself within the agent's ping interval;
+/// before, an InfluxDB outage made every agent reconnect every two ping intervals.
+#[test]
+fn a_backpressured_session_pings_the_agent_within_its_ping_interval() {
+    let dir = temp_dir("backpressure-ping");
+    let sink = MemSink::gated();
+    let h = Harness::start_with(
+        &dir,
+        &config_text(
+            r#""defaults": {"ping_interval_ms": 200}, "limits": {"max_inflight_batches": 2}"#,
+        ),
+        sink.clone(),
+    );
+    smol::block_on(async {
+        let (mut c, _) = Client::enroll(h.addr, "stuck").await;
+        for seq in 1..=4 {
+            c.send(&Message::Batch(Batch {
+                seq,
+                snapshots: vec![snapshot(seq as i64, 0)],
+            }))
+            .await;
+        }
+        wait_until("the window is full", || sink.started() == 2).await;
+        // Two seconds is ten of the agent's ping intervals: it must hear from us in that time.
+        let mut pings = 0;
+        let until = std::time::Instant::now() + Duration::from_secs(2);
+        while std::time::Instant::now() < until {
+            let frame = smol::future::or(
+                async { Some(smol::stream::StreamExt::next(&mut c.ws).await) },
+                async {
+                    smol::Timer::at(until).await;
+                    None
+                },
+            )
+            .await;
+            match frame {
+                Some(Some(Ok(WsMessage::Ping(_)))) => pings += 1,
+                Some(Some(Ok(other))) => panic!("expected only pings, got {other:?}"),
+                Some(_) => panic!("the factory closed a backpressured session"),
+                None => break,
+            }
+        }
+        assert!(pings >= 2, "{pings} pings in 2 s while backpressured");
+        sink.open();
+    });
+    h.stop().expect("clean shutdown");
+}
+
 #[test]
 fn a_thousand_concurrent_clients() {
     const N: usize = 1000;
