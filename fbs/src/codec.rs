@@ -20,8 +20,8 @@ use std::fmt;
 pub struct Limits {
     /// Largest accepted buffer, in bytes; checked before any verification.
     pub max_bytes: usize,
-    /// Deepest table nesting. Our schema nests at most 5 deep (Envelope, Batch, Snapshot, fact,
-    /// and the verifier's own count), so anything deeper is not ours.
+    /// Deepest table nesting. Our schema nests tables 4 deep at most (Envelope, Batch,
+    /// Snapshot, fact); the default leaves room for schema growth.
     pub max_depth: usize,
     /// Most tables in one buffer.
     pub max_tables: usize,
