@@ -180,6 +180,8 @@ impl Buffer {
     /// Assigns the next seq, stores `encode(seq)` under it, returns the seq. Drops the oldest batches
     /// when the stored bytes would pass the cap; the new batch itself is always kept.
     pub fn append(&self, encode: impl FnOnce(u64) -> Vec<u8>) -> Result<u64, BufferError> {
+        // Wait for fjall outside the lock, so `stats` (the health fact) never waits on it.
+        self.backpressure();
         let mut st = self.lock();
         let seq = st.next_seq;
         let value = encode(seq);
@@ -203,7 +205,6 @@ impl Buffer {
         }
 
         // One atomic write: the new batch and the deletions that make room for it.
-        self.backpressure();
         let mut wb = self.db.batch();
         wb.insert(&self.batches, key(seq), value);
         for v in &victims {
@@ -236,8 +237,13 @@ impl Buffer {
     /// Deletes every batch with seq <= `seq` (cumulative ack). Acking a seq that is already gone, or
     /// one that was never assigned, deletes only what exists.
     pub fn ack(&self, seq: u64) -> Result<(), BufferError> {
-        let mut st = self.lock();
-        while st.oldest <= seq {
+        loop {
+            // Wait for fjall outside the lock, so `stats` (the health fact) never waits on it.
+            self.backpressure();
+            let mut st = self.lock();
+            if st.oldest > seq {
+                return Ok(());
+            }
             let mut doomed = Vec::new();
             let mut freed = 0u64;
             for item in self
@@ -252,10 +258,12 @@ impl Buffer {
                 freed += v.len() as u64;
             }
             let Some(&last) = doomed.last() else {
-                break;
+                // Nothing at or below `seq` is stored any more. Never move past next_seq: a
+                // factory acking a seq we have not assigned yet must not hide the next batch.
+                st.oldest = st.oldest.max(seq.saturating_add(1).min(st.next_seq));
+                return Ok(());
             };
             // next_seq goes with the deletion, so it survives even when this empties the queue.
-            self.backpressure();
             let mut wb = self.db.batch();
             for d in &doomed {
                 wb.remove(&self.batches, key(*d));
@@ -268,9 +276,6 @@ impl Buffer {
             st.oldest = last + 1;
             st.dirty = true;
         }
-        // Nothing at or below `seq` is stored any more; never move past next_seq, which is not stored yet.
-        st.oldest = st.oldest.max(seq.saturating_add(1).min(st.next_seq));
-        Ok(())
     }
 
     /// Sets the size cap in bytes; it takes effect at the next append.
