@@ -11,7 +11,7 @@
 //! goal is at least 0.8); the ack latency of a lone write (group commit, the default) against a
 //! bare POST; and the cost of minreq's per-request TCP connection (`GET /ping`).
 //!
-//! `SINK_BENCH_POINTS` sets the points per throughput round (default 200000).
+//! `SINK_BENCH_POINTS` sets the points per throughput round (default 50000).
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -21,7 +21,7 @@ use autofact_fbs::lineproto::{write_snapshot, Tags};
 use autofact_fbs::model::{
     Cpu, Disk, DiskIo, Health, Kernel, Mem, Net, Snapshot, Swap, System, Temp,
 };
-use autofact_tests::influx::Influx;
+use autofact_tests::influx::{Influx, Json};
 use autofactory::metrics::Metrics;
 use autofactory::sink::{Sink, SinkConfig};
 
@@ -31,7 +31,7 @@ const SNAPSHOTS_PER_SUBMISSION: usize = 10;
 /// Concurrent writers through the sink (sessions).
 const WRITERS: usize = 32;
 /// Timed rounds of each kind.
-const ROUNDS: i64 = 4;
+const ROUNDS: i64 = 12;
 
 /// A Raspberry-Pi-4-like snapshot: 19 points.
 fn snapshot(t: i64, i: u64) -> Snapshot {
@@ -253,7 +253,29 @@ fn sink_for(influx: &Influx, db: &str, metrics: Arc<Metrics>) -> Result<Sink, St
     Sink::start(&cfg, &std::env::temp_dir(), metrics).map_err(|e| e.to_string())
 }
 
+/// InfluxDB's count of write requests so far (`/debug/vars`, httpd `writeReq`).
+fn write_requests(influx: &Influx) -> u64 {
+    let Ok(r) = minreq::get(format!("{}/debug/vars", influx.url()))
+        .with_timeout(10)
+        .send()
+    else {
+        return 0;
+    };
+    let Ok(j) = Json::parse(r.as_str().unwrap_or("")) else {
+        return 0;
+    };
+    match j {
+        Json::Obj(members) => members
+            .iter()
+            .filter(|(_, v)| v.get("name").and_then(Json::as_str) == Some("httpd"))
+            .filter_map(|(_, v)| v.get("values")?.get("writeReq")?.as_i64())
+            .sum::<i64>() as u64,
+        _ => 0,
+    }
+}
+
 fn bench_sink(influx: &Influx, db: &str, subs: Vec<(String, usize)>) -> Result<f64, String> {
+    let requests_before = write_requests(influx);
     let metrics = Arc::new(Metrics::default());
     let sink = sink_for(influx, db, metrics.clone())?;
     let points: usize = subs.iter().map(|s| s.1).sum();
@@ -291,8 +313,9 @@ fn bench_sink(influx: &Influx, db: &str, subs: Vec<(String, usize)>) -> Result<f
         return Err(format!("the sink wrote {written} of {points} points"));
     }
     let errors = metrics.sink_errors.load(Ordering::Relaxed);
+    let requests = write_requests(influx).saturating_sub(requests_before);
     println!(
-        "  through the Sink:       {:>10.0} points/s  ({points} points in {n} submissions from {WRITERS} writers, {secs:.2} s, {errors} failed attempts)",
+        "  through the Sink:       {:>10.0} points/s  ({points} points in {n} submissions from {WRITERS} writers, {requests} POSTs, {secs:.2} s, {errors} failed attempts)",
         points as f64 / secs
     );
     Ok(points as f64 / secs)
@@ -385,7 +408,7 @@ fn main() {
     let total: usize = std::env::var("SINK_BENCH_POINTS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(200_000);
+        .unwrap_or(50_000);
     bench_encoder();
     let influx = match Influx::launch() {
         Ok(i) => i,
@@ -413,8 +436,8 @@ fn run(influx: &Influx, total: usize) -> Result<(), String> {
     // A warm-up round, not counted: the first write of each series creates it (index work that
     // later writes skip), so both databases get their series before anything is timed.
     println!("warm-up (series creation, not counted):");
-    bench_direct(influx, "direct", &submissions(total / 4, 0))?;
-    bench_sink(influx, "sink", submissions(total / 4, 0))?;
+    bench_direct(influx, "direct", &submissions(total, 0))?;
+    bench_sink(influx, "sink", submissions(total, 0))?;
     // Then alternate, swapping who goes first each round, on fresh timestamps: InfluxDB's speed
     // drifts as its cache fills and compactions run (and with whatever else the machine does);
     // alternating keeps either side from always meeting the busier store.

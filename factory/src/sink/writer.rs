@@ -12,6 +12,9 @@ use super::config::Batching;
 use super::{log, SinkError};
 use crate::metrics::Metrics;
 
+/// The longest fill wait under load (see `Writer::gather`).
+const FILL: Duration = Duration::from_millis(5);
+
 /// One `Sink::write` call waiting for its lines to be durable.
 pub(crate) struct Submission {
     pub lines: String,
@@ -71,6 +74,7 @@ impl<B: Backend> Writer<B> {
         // After shutdown interrupted a failing write, the rest of the queue is refused at once:
         // each further attempt could cost a full timeout, and the agents keep the data anyway.
         let mut refusing = false;
+        let mut carry_was_full = false;
         loop {
             let first = match carry.take() {
                 Some(s) => s,
@@ -79,7 +83,10 @@ impl<B: Backend> Writer<B> {
                     Err(_) => return,
                 },
             };
-            let (batch, next) = self.gather(first, &rx);
+            let (batch, next) = self.gather(first, &rx, carry_was_full);
+            // A batch closed by the size limit means more is coming than one write carries.
+            carry_was_full = next.is_some()
+                || batch.iter().map(|s| s.points).sum::<usize>() >= self.batching.batch_points;
             carry = next;
             let result = if refusing {
                 Err(Stopped)
@@ -102,12 +109,19 @@ impl<B: Backend> Writer<B> {
     /// Collects submissions after `first` until `batch_points` would be passed, the queue is empty
     /// (and the linger is over), or `flush` has passed since the batch opened. A submission that
     /// does not fit is returned to open the next batch; one larger than `batch_points` goes alone.
+    ///
+    /// `under_load` (the previous batch was full) adds a short fill wait in group-commit mode: the
+    /// sessions whose writes just completed need a moment on the executor to submit their next
+    /// ones, and without it the writer would send a small batch first. At most `FILL` more
+    /// latency, and only when batches are full anyway; a quiet sink never waits.
     fn gather(
         &self,
         first: Submission,
         rx: &Receiver<Submission>,
+        under_load: bool,
     ) -> (Vec<Submission>, Option<Submission>) {
         let opened = Instant::now();
+        let fill_until = opened + FILL.min(self.batching.flush);
         let mut points = first.points;
         let mut batch = vec![first];
         while points < self.batching.batch_points {
@@ -115,12 +129,14 @@ impl<B: Backend> Writer<B> {
                 Ok(s) => Some(s),
                 Err(TryRecvError::Closed) => None,
                 Err(TryRecvError::Empty) => {
-                    if self.batching.linger.is_zero() {
-                        None
-                    } else {
+                    if !self.batching.linger.is_zero() {
                         let deadline = (Instant::now() + self.batching.linger)
                             .min(opened + self.batching.flush);
                         recv_until(rx, deadline)
+                    } else if under_load && Instant::now() < fill_until {
+                        recv_until(rx, fill_until)
+                    } else {
+                        None
                     }
                 }
             };
