@@ -1,4 +1,4 @@
-//! The `sink` section of the factory config, and its validation into a [`Target`].
+//! The `sink` section of the factory config, and its validation into a target (file or InfluxDB).
 
 use nanoserde::{DeJson, SerJson};
 use std::path::{Path, PathBuf};
