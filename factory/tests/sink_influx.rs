@@ -268,8 +268,7 @@ fn escaping_edge_cases_survive_the_round_trip() {
         "a,b=c",
         "quote\"d",
         "back\\slash",
-        // Not "trailing\\": the encoder writes `host=trailing\\,` and InfluxDB 1.6 refuses that
-        // line ("invalid tag format"); reported to the encoder's owner.
+        "trailing\\",
         "=leading=",
     ];
     let ifaces = ["eth 0", "br-lan,x=y", "wlan\"0", "vëth=1", "tab\tname"];
@@ -317,7 +316,8 @@ fn escaping_edge_cases_survive_the_round_trip() {
         points += write_snapshot(&mut lines, &tags, &snap);
         for (i, n) in ifaces.iter().enumerate() {
             expected_net.push((
-                host.to_string(),
+                // The encoder drops a tag value's trailing backslashes (InfluxDB refuses them).
+                host.trim_end_matches('\\').to_string(),
                 n.to_string(),
                 (h * 100 + i) as i64,
                 T0 + h as i64,
@@ -325,7 +325,7 @@ fn escaping_edge_cases_survive_the_round_trip() {
         }
         for (i, m) in mounts.iter().enumerate() {
             expected_disk.push((
-                host.to_string(),
+                host.trim_end_matches('\\').to_string(),
                 m.to_string(),
                 format!("dev {i},=ü"),
                 (h * 100 + i) as i64,

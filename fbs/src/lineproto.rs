@@ -269,6 +269,10 @@ impl<'o> Point<'o> {
         ];
         all.sort_unstable_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
         for (key, value) in all {
+            // InfluxDB 1.x refuses a tag value that ends in a backslash however it is escaped
+            // ("invalid tag format"), which would cost the whole point: drop trailing
+            // backslashes, as Telegraf's serializer does.
+            let value = value.trim_end_matches('\\');
             if key.is_empty() || value.is_empty() {
                 continue;
             }
@@ -833,6 +837,22 @@ mod tests {
         };
         let (_, out) = lines(|o| write_temp(o, &zone_only, &t, 1));
         assert_eq!(out, "temp,host=h,zone=z temp=1 1\n");
+    }
+
+    #[test]
+    fn tag_values_lose_trailing_backslashes() {
+        let mut out = String::new();
+        let tags = Tags {
+            host: "trailing\\\\",
+            region: "\\",
+            zone: "",
+        };
+        let t = Temp {
+            sensor: "cpu\\".into(),
+            temp: 40.5,
+        };
+        assert!(write_temp(&mut out, &tags, &t, 7));
+        assert_eq!(out, "temp,host=trailing,sensor=cpu temp=40.5 7\n");
     }
 
     #[test]
