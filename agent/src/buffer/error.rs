@@ -46,6 +46,21 @@ pub enum BufferError {
     },
 }
 
+impl BufferError {
+    /// True when fjall has stopped accepting writes after an I/O failure ("poisoned"): this `Buffer`
+    /// will fail every write from now on. Exit and let the supervisor restart the agent; reopening
+    /// recovers from the journal.
+    pub fn is_fatal(&self) -> bool {
+        matches!(
+            self,
+            BufferError::Store {
+                source: fjall::Error::Poisoned,
+                ..
+            }
+        )
+    }
+}
+
 impl fmt::Display for BufferError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

@@ -54,6 +54,19 @@
 //! The cap counts value bytes (encoded batches). An append that would go past it first deletes the oldest
 //! batches (counted in [`BufferStats::dropped`]); the batch being appended is always kept, even when it
 //! alone is over the cap. [`Buffer::set_cap`] takes effect at the next append.
+//!
+//! # Memory
+//!
+//! fjall is tuned for a small board (see the constants in `store.rs`): 128 KiB block cache, 256 KiB
+//! memtables with writers held back while more than 384 KiB is unflushed, 32 KiB data blocks (fewer
+//! index entries per buffered batch), no bloom filters (reads are range scans), two worker threads.
+//! `examples/buffer_rss.rs` measures the resulting RSS, `examples/buffer_bench.rs` the throughput and
+//! the bytes written to disk.
+//!
+//! # Errors
+//!
+//! After a failed write fjall refuses every later one ([`BufferError::is_fatal`]); the agent should
+//! then exit and let its supervisor restart it, which reopens (and, if need be, moves aside) the buffer.
 
 mod error;
 mod store;
@@ -73,7 +86,7 @@ pub const DEFAULT_CAP_BYTES: u64 = 64 * 1024 * 1024;
 const ACK_CHUNK: usize = 1024;
 
 /// Writers wait while fjall's memtables (active + sealed, not yet flushed) hold more than this...
-const WRITE_BUFFER_LIMIT: u64 = 2 * store::MEMTABLE_BYTES;
+const WRITE_BUFFER_LIMIT: u64 = store::MEMTABLE_BYTES + store::MEMTABLE_BYTES / 2;
 /// ...checking this often...
 const BACKPRESSURE_STEP: std::time::Duration = std::time::Duration::from_millis(5);
 /// ...for at most this long, so a stuck fjall worker slows appends down but never stops them.
@@ -145,8 +158,8 @@ impl Buffer {
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
-        // A panic while holding the lock cannot leave State half-updated in a way that matters more
-        // than losing the buffer would: counters are only assigned after fjall committed.
+        // The only code that can panic under the lock is the caller's `encode`, which runs before
+        // anything changes, and counters are assigned only after fjall committed: State stays valid.
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 

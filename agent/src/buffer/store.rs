@@ -33,7 +33,7 @@ const MAX_UNFINISHED_OPENS: u32 = 2;
 // fjall tuning for a board with little RAM. fjall's defaults (32 MiB block cache, 64 MiB memtables,
 // one worker per core up to 4) are sized for servers. The queue is written in key order and read
 // front to back, so caching buys little: the OS page cache already holds the hot tail of the files.
-/// Block cache: fjall's floor is one block; a few blocks are enough for sequential scans.
+/// Block cache: a few 32 KiB data blocks, enough for front-to-back scans.
 const CACHE_BYTES: u64 = 128 * 1024;
 /// The memtable holds the newest batches in RAM until it is flushed to a table file.
 pub(super) const MEMTABLE_BYTES: u64 = 256 * 1024;
