@@ -12,6 +12,8 @@ use std::time::Duration;
 use autofact::buffer::Buffer;
 
 const CHILD_ENV: &str = "AUTOFACT_BUFFER_KILL_CHILD";
+/// Set (to anything) for the child that also acks.
+const CHILD_ACKS_ENV: &str = "AUTOFACT_BUFFER_KILL_CHILD_ACKS";
 const ROUNDS: usize = 5;
 
 struct Rng(u64);
@@ -56,10 +58,25 @@ fn child_loop(dir: &Path) -> Result<(), Box<dyn std::error::Error>> {
     let mut out = std::io::stdout().lock();
     writeln!(out, "open {}", buf.stats().next_seq)?;
     out.flush()?;
+    let acks = std::env::var_os(CHILD_ACKS_ENV).is_some();
     loop {
         let seq = buf.append(value)?;
         writeln!(out, "seq {seq}")?;
         out.flush()?;
+        if acks && seq % 37 == 0 {
+            // Mostly keep a tail; sometimes ack everything, which leaves only meta/next_seq on disk.
+            let upto = if seq % 5 == 0 { seq } else { seq - 20 };
+            writeln!(out, "acking {upto}")?;
+            out.flush()?;
+            buf.ack(upto)?;
+            writeln!(out, "acked {upto}")?;
+            out.flush()?;
+            if upto == seq {
+                // Linger in the emptied state, so the parent's kill often lands exactly here, where
+                // only meta/next_seq remembers which seqs were used.
+                std::thread::sleep(Duration::from_millis(30));
+            }
+        }
     }
 }
 
@@ -176,6 +193,150 @@ fn sigkill_loses_no_appended_batch() -> Result<(), Box<dyn std::error::Error>> {
         }
         drop(buf);
     }
+    std::fs::remove_dir_all(&root).ok();
+    Ok(())
+}
+
+/// Same, with a child that also acks: an ack is atomic (it was applied entirely or not at all), every
+/// batch above the acked seq is still there, and next_seq never goes back, even when the kill lands
+/// right after an ack that emptied the queue.
+#[test]
+fn sigkill_during_acks_keeps_a_consistent_queue() -> Result<(), Box<dyn std::error::Error>> {
+    if let Some(dir) = std::env::var_os(CHILD_ENV) {
+        child(Path::new(&dir));
+    }
+
+    let seed = nanos() | 1;
+    eprintln!("sigkill+ack test seed {seed}");
+    let mut rng = Rng(seed);
+    let root = std::env::temp_dir().join(format!(
+        "autofact-buffer-killack-{}-{seed}",
+        std::process::id()
+    ));
+    std::fs::create_dir_all(&root)?;
+    let dir: PathBuf = root.join("buffer");
+    let exe = std::env::current_exe()?;
+
+    let mut reported: Vec<u64> = Vec::new();
+    // Highest ack known to be applied.
+    let mut confirmed = 0u64;
+    let mut prev_next = None;
+    let mut acks_seen = 0;
+    for round in 0..ROUNDS {
+        let mut child = Command::new(&exe)
+            .args([
+                "sigkill_during_acks_keeps_a_consistent_queue",
+                "--exact",
+                "--nocapture",
+            ])
+            .env(CHILD_ENV, &dir)
+            .env(CHILD_ACKS_ENV, "1")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()?;
+        let stdout = child.stdout.take().ok_or("no child stdout")?;
+        let mut lines = BufReader::new(stdout).lines();
+        // Odd rounds kill right after an ack that emptied the queue; even rounds at a random point.
+        let kill_after = 50 + rng.next() % 3000;
+        let after_ack_all = round % 2 == 1;
+        let mut collected = Vec::new();
+        let mut seen = 0;
+        let mut last_seq = String::new();
+        loop {
+            let line = lines
+                .next()
+                .ok_or_else(|| format!("round {round}: child exited early"))??;
+            if let Some(n) = line.strip_prefix("seq ") {
+                seen += 1;
+                last_seq = n.to_owned();
+            }
+            let emptied = line.strip_prefix("acked ") == Some(last_seq.as_str());
+            collected.push(line);
+            if seen >= kill_after && (!after_ack_all || emptied) {
+                break;
+            }
+        }
+        if !after_ack_all {
+            std::thread::sleep(Duration::from_micros(rng.next() % 500));
+        }
+        child.kill()?;
+        child.wait()?;
+        for line in lines {
+            collected.push(line?);
+        }
+
+        let mut opened_at = None;
+        let mut pending = None;
+        for line in &collected {
+            if let Some(n) = line.strip_prefix("open ") {
+                opened_at = Some(n.parse::<u64>()?);
+            } else if let Some(n) = line.strip_prefix("seq ") {
+                reported.push(n.parse()?);
+            } else if let Some(n) = line.strip_prefix("acking ") {
+                pending = Some(n.parse::<u64>()?);
+            } else if let Some(n) = line.strip_prefix("acked ") {
+                confirmed = n.parse()?;
+                pending = None;
+                acks_seen += 1;
+            }
+        }
+        if let Some(prev) = prev_next {
+            assert_eq!(opened_at, Some(prev), "round {round}: next_seq went back");
+        }
+
+        let buf = Buffer::open(&dir, u64::MAX)?;
+        let stored = buf.window(0, usize::MAX)?;
+        let seqs: Vec<u64> = stored.iter().map(|(s, _)| *s).collect();
+        for pair in seqs.windows(2) {
+            assert_eq!(pair[1], pair[0] + 1, "round {round}: gap in stored seqs");
+        }
+        for (seq, v) in &stored {
+            assert_eq!(*v, value(*seq), "round {round}: batch {seq} damaged");
+        }
+        // An ack the kill interrupted was applied entirely or not at all.
+        if let Some(p) = pending {
+            if !seqs.iter().any(|&s| s <= p) {
+                confirmed = p;
+            }
+        }
+        assert!(
+            seqs.iter().all(|&s| s > confirmed),
+            "round {round}: acked batch came back"
+        );
+        let last = *reported.last().ok_or("nothing reported")?;
+        let want: Vec<u64> = reported
+            .iter()
+            .copied()
+            .filter(|&s| s > confirmed)
+            .collect();
+        // Every reported batch above the ack is there, plus at most the one unreported append.
+        let extra = seqs.last() == Some(&(last + 1));
+        let kept = if extra {
+            &seqs[..seqs.len() - 1]
+        } else {
+            &seqs[..]
+        };
+        assert_eq!(
+            kept,
+            &want[..],
+            "round {round}: stored != reported above ack {confirmed}"
+        );
+        let stats = buf.stats();
+        assert_eq!(stats.batches, seqs.len() as u64);
+        assert_eq!(
+            stats.bytes,
+            stored.iter().map(|(_, v)| v.len() as u64).sum::<u64>()
+        );
+        let next = if extra { last + 2 } else { last + 1 };
+        assert_eq!(stats.next_seq, next, "round {round}: next_seq after reopen");
+        if extra {
+            reported.push(last + 1);
+        }
+        prev_next = Some(stats.next_seq);
+        drop(buf);
+    }
+    // The kills must have landed among acks for this test to mean anything.
+    assert!(acks_seen > 0, "no ack happened");
     std::fs::remove_dir_all(&root).ok();
     Ok(())
 }
