@@ -141,6 +141,12 @@ impl std::fmt::Debug for Buffer {
     }
 }
 
+// The session shares one Buffer between its collecting and sending tasks.
+const _: () = {
+    const fn send_sync<T: Send + Sync>() {}
+    send_sync::<Buffer>();
+};
+
 fn key(seq: u64) -> [u8; 8] {
     seq.to_be_bytes()
 }
