@@ -7,6 +7,8 @@
 //! (`AUTOFACT_KEEP_TMP=1` keeps the dirs with every process's output for a post-mortem).
 //! Without `influxd` the tests fail, unless `AUTOFACT_SKIP_INFLUX=1` (then they print SKIPPED).
 
+mod bad_input;
+mod faults;
 mod happy;
 
 use autofact_tests::harness::{
