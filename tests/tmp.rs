@@ -14,7 +14,8 @@ impl TempDir {
     pub fn new(label: &str) -> std::io::Result<TempDir> {
         static N: AtomicU64 = AtomicU64::new(0);
         let n = N.fetch_add(1, Ordering::Relaxed);
-        let path = std::env::temp_dir().join(format!("autofact-{label}-{}-{n}", std::process::id()));
+        let path =
+            std::env::temp_dir().join(format!("autofact-{label}-{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&path);
         std::fs::create_dir_all(&path)?;
         Ok(TempDir { path })
