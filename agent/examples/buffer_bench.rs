@@ -101,9 +101,10 @@ fn throughput(n: u64, ack_every: u64, flush_every: u64) -> Result<(), BufferErro
 }
 
 /// One simulated hour at a 1 s period: each "second" appends one batch, flushes it (the session makes
-/// a batch durable before sending it), and the factory's ack deletes it. The ack's deletion is made
-/// durable by the next second's flush, as the 1 s background flusher would.
-fn simulated_hour(seconds: u64) -> Result<(), BufferError> {
+/// a batch durable before sending it), and the factory's ack deletes it. With `flusher_between`, the
+/// 1 s background flusher also fires between the ack and the next append (its worst phase: a second
+/// fsync every second); without, the ack rides along with the next second's flush.
+fn simulated_hour(seconds: u64, flusher_between: bool) -> Result<(), BufferError> {
     let dir = temp("hour");
     std::fs::remove_dir_all(&dir).ok();
     let buf = Buffer::open(&dir, 64 * 1024 * 1024)?;
@@ -115,12 +116,16 @@ fn simulated_hour(seconds: u64) -> Result<(), BufferError> {
         let seq = buf.append(batch)?;
         buf.flush()?;
         buf.ack(seq)?;
+        if flusher_between {
+            buf.flush()?;
+        }
     }
     buf.flush()?;
     let written = write_bytes() - before;
     let per_hour = written as f64 * 3600.0 / seconds as f64;
     println!(
-        "simulated {seconds} s at a 1 s period ({:.1} s real): {:.1} MiB written per hour ({:.0} bytes per batch, payload {BATCH_BYTES}); dir grew {} KiB",
+        "simulated {seconds} s at a 1 s period, flusher also after each ack: {:<3} ({:.1} s real): {:.1} MiB written per hour ({:.0} bytes per batch, payload {BATCH_BYTES}); dir grew {} KiB",
+        if flusher_between { "yes" } else { "no" },
         start.elapsed().as_secs_f64(),
         per_hour / (1024.0 * 1024.0),
         written as f64 / seconds as f64,
@@ -140,6 +145,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     throughput(n, 16, 0)?;
     throughput(n, 64, 0)?;
     throughput(n / 10, 1, 1)?;
-    simulated_hour(3600)?;
+    simulated_hour(3600, false)?;
+    simulated_hour(3600, true)?;
     Ok(())
 }
