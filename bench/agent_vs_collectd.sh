@@ -101,7 +101,7 @@ factory_pid=$!
 pids+=("$factory_pid")
 for _ in $(seq 100); do curl -fs -o /dev/null "http://127.0.0.1:$admin/metrics" && break; sleep 0.1; done
 
-echo "==> machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), kernel $(uname -r); $("$collectd" -h 2>&1 | grep -m1 -o 'collectd [0-9.]*')"
+echo "==> machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), kernel $(uname -r); $("$collectd" -h 2>&1 | grep -m1 -o 'collectd [0-9][0-9.]*[0-9]')"
 echo "==> load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "==> running autofact and collectd for ${run_for} s (agent push interval ${push_ms} ms)"
 "$bin/autofact" run --config "$dir/agent.json" > "$dir/agent.log" 2>&1 &
@@ -114,20 +114,22 @@ pids+=("$collectd_pid")
 sleep "$run_for"
 
 # Read both before stopping anything; fields 14 and 15 of stat, counted after the last ')'.
-sample() { # pid -> "rss_kib hwm_kib cpu_ticks threads"
-  local rss hwm thr ticks
+sample() { # pid -> "rss_kib hwm_kib cpu_ticks threads anon_kib file_kib"
+  local rss hwm thr ticks anon file
+  anon=$(awk '/^RssAnon:/{print $2}' "/proc/$1/status")
+  file=$(awk '/^RssFile:/{print $2}' "/proc/$1/status")
   rss=$(awk '/^VmRSS:/{print $2}' "/proc/$1/status")
   hwm=$(awk '/^VmHWM:/{print $2}' "/proc/$1/status")
   thr=$(awk '/^Threads:/{print $2}' "/proc/$1/status")
   ticks=$(sed 's/.*) //' "/proc/$1/stat" | awk '{print $12 + $13}')
-  echo "$rss $hwm $ticks $thr"
+  echo "$rss $hwm $ticks $thr $anon $file"
 }
 for p in "$agent_pid" "$collectd_pid"; do
   kill -0 "$p" 2>/dev/null || { echo "process $p died early; logs:" >&2; tail -5 "$dir"/*.log >&2; exit 1; }
 done
-read -r a_rss a_hwm a_ticks a_thr < <(sample "$agent_pid")
-read -r c_rss c_hwm c_ticks c_thr < <(sample "$collectd_pid")
-read -r f_rss f_hwm f_ticks f_thr < <(sample "$factory_pid")
+read -r a_rss a_hwm a_ticks a_thr a_anon a_file < <(sample "$agent_pid")
+read -r c_rss c_hwm c_ticks c_thr c_anon c_file < <(sample "$collectd_pid")
+read -r f_rss f_hwm f_ticks f_thr _ _ < <(sample "$factory_pid")
 load_after=$(cut -d' ' -f1-3 /proc/loadavg)
 hz=$(getconf CLK_TCK)
 
@@ -138,17 +140,18 @@ wait "$udp_pid" 2>/dev/null || true
 points=$(cat "$dir"/factory/facts/*.lp 2>/dev/null | wc -l)
 
 python3 - "$run_for" "$hz" "$a_rss" "$a_hwm" "$a_ticks" "$a_thr" "$c_rss" "$c_hwm" "$c_ticks" "$c_thr" \
-  "$f_rss" "$f_hwm" "$f_ticks" <<'PY'
+  "$f_rss" "$f_hwm" "$f_ticks" "$a_anon" "$a_file" "$c_anon" "$c_file" <<'PY'
 import sys
 secs, hz = float(sys.argv[1]), float(sys.argv[2])
 a = [float(x) for x in sys.argv[3:7]]
 c = [float(x) for x in sys.argv[7:11]]
 f = [float(x) for x in sys.argv[11:14]]
+aa, af, ca, cf = (float(x) for x in sys.argv[14:18])
 mib = lambda k: k / 1024
 print()
-print(f"{'':22} {'RSS MiB':>8} {'peak MiB':>9} {'CPU s':>7} {'CPU s/min':>10} {'threads':>8}")
-print(f"{'autofact (agent)':22} {mib(a[0]):8.2f} {mib(a[1]):9.2f} {a[2]/hz:7.2f} {a[2]/hz*60/secs:10.3f} {a[3]:8.0f}")
-print(f"{'collectd 5.12':22} {mib(c[0]):8.2f} {mib(c[1]):9.2f} {c[2]/hz:7.2f} {c[2]/hz*60/secs:10.3f} {c[3]:8.0f}")
+print(f"{'':22} {'RSS MiB':>8} {'peak MiB':>9} {'CPU s':>7} {'CPU s/min':>10} {'threads':>8} {'anon MiB':>9} {'file MiB':>9}")
+print(f"{'autofact (agent)':22} {mib(a[0]):8.2f} {mib(a[1]):9.2f} {a[2]/hz:7.2f} {a[2]/hz*60/secs:10.3f} {a[3]:8.0f} {mib(aa):9.2f} {mib(af):9.2f}")
+print(f"{'collectd 5.12':22} {mib(c[0]):8.2f} {mib(c[1]):9.2f} {c[2]/hz:7.2f} {c[2]/hz*60/secs:10.3f} {c[3]:8.0f} {mib(ca):9.2f} {mib(cf):9.2f}")
 r = lambda x, y: f"{x/y:.2f}" if y else "inf"
 print(f"{'ratio agent/collectd':22} {r(a[0],c[0]):>8} {r(a[1],c[1]):>9} {r(a[2],c[2]):>7}")
 print(f"(the factory, not compared: RSS {mib(f[0]):.1f} MiB, peak {mib(f[1]):.1f} MiB, CPU {f[2]/hz:.2f} s)")

@@ -10,6 +10,7 @@
 #   bench/factory_scale.sh 1000               # only N = 1000
 #   SINKS=file WINDOW=20 bench/factory_scale.sh 1000 5000
 #   CLOSED_LOOP=1 bench/factory_scale.sh      # also the closed-loop ceiling (N=1000, batch on ack)
+#   PERF=1 bench/factory_scale.sh             # also perf profiles of the factory (symbols kept)
 #
 # Needs influxd (Debian's `influxdb` package) for the influx runs.
 set -euo pipefail
@@ -24,6 +25,15 @@ echo "==> building (release)"
 cargo build --release --quiet -p autofactory --bin autofactory --example fleet
 bin=$root/target/release
 fleet=$bin/examples/fleet
+factory_bin=$bin/autofactory
+if [ "${PERF:-0}" = 1 ]; then
+  # The release profile strips symbols; this one is the release profile with them kept, so
+  # `perf report` can name the factory's functions. Same optimisation, same code.
+  echo "==> building (release with symbols, for perf)"
+  cargo build --quiet --profile symbench --config 'profile.symbench.inherits="release"' \
+    --config 'profile.symbench.strip=false' -p autofactory --bin autofactory
+  factory_bin=$root/target/symbench/autofactory
+fi
 
 # One descriptor per agent in the generator and one in the factory (both inherit this).
 ulimit -n "$(ulimit -Hn)"
@@ -118,7 +128,7 @@ run() { # sink N rate label
 { "listen": "127.0.0.1:$port", "admin_listen": "127.0.0.1:$admin", "data_dir": "$fdir",
   "token": "$token", "sink": $sinkjson }
 JSON
-  "$bin/autofactory" run --quiet --config "$dir/factory-$label.json" > "$dir/factory-$label.log" 2>&1 &
+  "$factory_bin" run --quiet --config "$dir/factory-$label.json" > "$dir/factory-$label.log" 2>&1 &
   local fpid=$!
   pids+=("$fpid")
   wait_http "http://127.0.0.1:$admin/metrics" "factory ($label)"
@@ -132,6 +142,11 @@ JSON
   local ramp=$(( n / 1000 > 3 ? n / 1000 : 3 ))
   ( sleep $(( ramp + 5 + window / 3 )); "$root/bench/threads.sh" "$fpid" 40 0.25 > "$dir/threads-$label.txt" 2>&1 ) &
   local sampler=$!
+  local perf=""
+  if [ "${PERF:-0}" = 1 ]; then
+    ( sleep $(( ramp + 5 + window / 3 )); perf record -q -F 499 -g -p "$fpid" -o "$dir/perf-$label.data" -- sleep 10 > /dev/null 2>&1 ) &
+    perf=$!
+  fi
   local out
   out=$("$fleet" --addr "127.0.0.1:$port" --token "$token" --clients "$n" --rate "$rate" \
         --seconds "$window" --factory-pid "$fpid" --admin "127.0.0.1:$admin" --label "$label" \
@@ -140,6 +155,16 @@ JSON
   results+=("$(echo "$out" | grep '^RESULT')")
   wait "$sampler" 2>/dev/null || true
   sed 's/^/  /' "$dir/threads-$label.txt"
+  if [ -n "$perf" ]; then
+    wait "$perf" 2>/dev/null || true
+    echo "  perf: where the factory's CPU time went (10 s in the window, self time, top 20):"
+    perf report -i "$dir/perf-$label.data" --no-children --sort dso,sym --stdio 2>/dev/null \
+      | grep -E '^ +[0-9.]+%' | head -20 | cut -c1-150 | sed 's/^/  /'
+    echo "  perf: by thread:"
+    perf report -i "$dir/perf-$label.data" --no-children --sort comm --stdio 2>/dev/null \
+      | grep -E '^ +[0-9.]+%' | head -6 | sed 's/^/  /'
+    rm -f "$dir/perf-$label.data"
+  fi
   # Graceful stop drains what the sink still holds; do not wait for a slow InfluxDB forever.
   kill "$fpid" 2>/dev/null || true
   for _ in $(seq 100); do kill -0 "$fpid" 2>/dev/null || break; sleep 0.2; done

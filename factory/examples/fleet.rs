@@ -428,10 +428,30 @@ fn factory_metric(admin: &str, name: &str) -> Option<u64> {
         .and_then(|v| v.parse().ok())
 }
 
+/// Nanoseconds all threads of a process spent runnable but waiting for a CPU (the second field
+/// of `/proc/<pid>/task/*/schedstat`): how much a busy machine held the process back.
+fn runqueue_wait_ns(pid: &str) -> Option<u64> {
+    let mut sum = 0;
+    for t in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .ok()?
+        .flatten()
+    {
+        if let Ok(s) = std::fs::read_to_string(t.path().join("schedstat")) {
+            sum += s
+                .split_whitespace()
+                .nth(1)
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0);
+        }
+    }
+    Some(sum)
+}
+
 /// One process's CPU use over a window.
 struct Cpu0 {
     pid: String,
     ticks: Option<u64>,
+    wait_ns: Option<u64>,
 }
 
 impl Cpu0 {
@@ -439,6 +459,7 @@ impl Cpu0 {
         let pid = pid.to_string();
         Cpu0 {
             ticks: cpu_ticks(&pid),
+            wait_ns: runqueue_wait_ns(&pid),
             pid,
         }
     }
@@ -446,6 +467,12 @@ impl Cpu0 {
     fn percent(&self, secs: f64) -> Option<f64> {
         let t1 = cpu_ticks(&self.pid)?;
         Some((t1.saturating_sub(self.ticks?)) as f64 / CLK_TCK / secs * 100.0)
+    }
+    /// Time spent waiting for a CPU over `secs`, in percent of one core. Threads that exited
+    /// in between take their share with them, so this is a lower bound.
+    fn wait_percent(&self, secs: f64) -> Option<f64> {
+        let w1 = runqueue_wait_ns(&self.pid)?;
+        Some(w1.saturating_sub(self.wait_ns?) as f64 / 1e9 / secs * 100.0)
     }
 }
 
@@ -638,6 +665,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let acked = st.acked.load(Ordering::Relaxed) - acked0;
         let sent = st.sent.load(Ordering::Relaxed) - sent0;
         let f_pct = f_cpu.as_ref().and_then(|c| c.percent(secs));
+        let f_wait = f_cpu.as_ref().and_then(|c| c.wait_percent(secs));
         let i_pct = i_cpu.as_ref().and_then(|c| c.percent(secs));
         let g_pct = g_cpu.percent(secs);
         let load_end = loadavg();
@@ -667,6 +695,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             acked,
             sent,
             f_pct,
+            f_wait,
             i_pct,
             g_pct,
             load_start,
@@ -690,6 +719,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         acked,
         sent,
         f_pct,
+        f_wait,
         i_pct,
         g_pct,
         load_start,
@@ -751,10 +781,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         lat.len()
     );
     println!(
-        "factory: RSS {:.1} MiB, peak {:.1} MiB, CPU {:.1}% of a core, {} threads",
+        "factory: RSS {:.1} MiB, peak {:.1} MiB, CPU {:.1}% of a core, waited for a CPU {:.1}% of a core, {} threads",
         mib(f_rss),
         mib(f_hwm),
         pct(f_pct),
+        pct(f_wait),
         f_threads.map_or("?".into(), |t| t.to_string())
     );
     if ipid.is_some() {
@@ -804,7 +835,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     println!(
-        "RESULT label={} clients={n} held={held} failed={} batches_s={batches_s:.0} points_s={points_s:.0} durable_points_s={} p50_ms={p50} p99_ms={p99} max_ms={max} acked_in_window={}/{in_window} factory_rss_mib={:.1} factory_hwm_mib={:.1} factory_cpu_pct={:.1} influxd_cpu_pct={:.1} gen_cpu_pct={:.1} direct_points_s={} load={}",
+        "RESULT label={} clients={n} held={held} failed={} batches_s={batches_s:.0} points_s={points_s:.0} durable_points_s={} p50_ms={p50} p99_ms={p99} max_ms={max} acked_in_window={}/{in_window} factory_rss_mib={:.1} factory_hwm_mib={:.1} factory_cpu_pct={:.1} factory_wait_pct={:.1} influxd_cpu_pct={:.1} gen_cpu_pct={:.1} direct_points_s={} load={}",
         if args.label.is_empty() { "-" } else { &args.label },
         st.failed.load(Ordering::Relaxed),
         durable_s.map_or("nan".into(), |d| format!("{d:.0}")),
@@ -812,6 +843,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         mib(f_rss),
         mib(f_hwm),
         pct(f_pct),
+        pct(f_wait),
         pct(i_pct),
         pct(g_pct),
         direct_s.map_or("nan".into(), |d| format!("{d:.0}")),
