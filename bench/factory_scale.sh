@@ -136,7 +136,7 @@ JSON
   echo "==> $label: $n agents, sink $sink, factory pid $fpid${influx_pid:+, influxd pid $influx_pid}, load $(cut -d' ' -f1-3 /proc/loadavg)"
   local extra=()
   if [ "$sink" = influx ]; then
-    extra=(--influx "$influx_url" --influx-pid "$influx_pid" --direct-db "direct_${label//[^a-z0-9]/_}")
+    extra=(--influx-pid "$influx_pid")
   fi
   # Where the factory's threads spend the middle of the window (see bench/threads.sh).
   local ramp=$(( n / 1000 > 3 ? n / 1000 : 3 ))
@@ -151,18 +151,21 @@ JSON
   out=$("$fleet" --addr "127.0.0.1:$port" --token "$token" --clients "$n" --rate "$rate" \
         --seconds "$window" --factory-pid "$fpid" --admin "127.0.0.1:$admin" --label "$label" \
         "${extra[@]}" 2> "$dir/fleet-$label.err") || { cat "$dir/fleet-$label.err" >&2; echo "$out"; return 1; }
-  echo "$out" | grep -v '^RESULT'
-  results+=("$(echo "$out" | grep '^RESULT')")
+  echo "$out" | grep -v '^RESULT' || true
+  results+=("$(echo "$out" | grep '^RESULT' || true)")
   wait "$sampler" 2>/dev/null || true
   sed 's/^/  /' "$dir/threads-$label.txt"
   if [ -n "$perf" ]; then
     wait "$perf" 2>/dev/null || true
     echo "  perf: where the factory's CPU time went (10 s in the window, self time, top 20):"
     perf report -i "$dir/perf-$label.data" --no-children --sort dso,sym --stdio 2>/dev/null \
-      | grep -E '^ +[0-9.]+%' | head -20 | cut -c1-150 | sed 's/^/  /'
+      | grep -E '^ +[0-9.]+%' | head -20 | cut -c1-150 | sed 's/^/  /' || true
+    echo "  perf: by object (kernel, libc, the factory):"
+    perf report -i "$dir/perf-$label.data" --no-children --sort dso --stdio 2>/dev/null \
+      | grep -E '^ +[0-9.]+%' | head -5 | sed 's/^/  /' || true
     echo "  perf: by thread:"
     perf report -i "$dir/perf-$label.data" --no-children --sort comm --stdio 2>/dev/null \
-      | grep -E '^ +[0-9.]+%' | head -6 | sed 's/^/  /'
+      | grep -E '^ +[0-9.]+%' | head -6 | sed 's/^/  /' || true
     rm -f "$dir/perf-$label.data"
   fi
   # Graceful stop drains what the sink still holds; do not wait for a slow InfluxDB forever.
@@ -170,9 +173,20 @@ JSON
   for _ in $(seq 100); do kill -0 "$fpid" 2>/dev/null || break; sleep 0.2; done
   kill -9 "$fpid" 2>/dev/null || true
   wait "$fpid" 2>/dev/null || true
-  [ "$sink" != influx ] || stop_influx "$label"
+  if [ "$sink" = influx ]; then
+    stop_influx "$label"
+    # InfluxDB's own rate for the same points: a fresh influxd, so it inherits nothing from the
+    # factory's run (series, cache, compactions), and one then two concurrent writers.
+    start_influx "$label-direct"
+    local d
+    d=$("$fleet" --direct-only --clients "$n" --influx "$influx_url" --influx-pid "$influx_pid" \
+        --seconds "$window" --label "$label" 2>&1) || { echo "$d" >&2; return 1; }
+    echo "$d" | grep -v '^RESULT' || true
+    results+=("$(echo "$d" | grep '^RESULT' || true)")
+    stop_influx "$label-direct"
+  fi
   if grep -qiE 'error|warn' "$dir/factory-$label.log"; then
-    echo "factory log (errors/warnings):"; grep -iE 'error|warn' "$dir/factory-$label.log" | sort | uniq -c | sort -rn | head -5
+    echo "factory log (errors/warnings):"; grep -iE 'error|warn' "$dir/factory-$label.log" | sort | uniq -c | sort -rn | head -5 || true
   fi
 }
 
@@ -186,21 +200,27 @@ for sink in $sinks; do
 done
 
 echo
-echo "==> summary ($(date -u '+%Y-%m-%d %H:%M UTC'), window ${window} s)"
-printf '%-20s %6s %6s %9s %9s %9s %9s %9s %8s %9s %6s %6s %6s %10s %5s %s\n' \
-  run agents held batches/s points/s durable/s p50_ms p99_ms fRSS_MiB fPeak_MiB fCPU% infCPU% genCPU% direct_p/s ratio load
-for r in "${results[@]}"; do
-  python3 - "$r" <<'PY'
+echo "==> summary ($(date -u '+%Y-%m-%d %H:%M UTC'), window ${window} s; ratio = durable points/s through the factory / best direct POST rate)"
+printf '%s\n' "${results[@]}" | python3 -c '
 import sys
-kv = dict(x.split("=", 1) for x in sys.argv[1].split()[1:])
-def f(k):
-    return kv.get(k, "nan")
-d = float(f("direct_points_s"))
-p = float(f("durable_points_s")) if f("durable_points_s") != "nan" else float(f("points_s"))
-ratio = "%.2f" % (p / d) if d == d and d > 0 else "-"
-print("%-20s %6s %6s %9s %9s %9s %9s %9s %8s %9s %6s %6s %6s %10s %5s %s" % (
-    f("label"), f("clients"), f("held"), f("batches_s"), f("points_s"), f("durable_points_s"), f("p50_ms"), f("p99_ms"),
-    f("factory_rss_mib"), f("factory_hwm_mib"), f("factory_cpu_pct"), f("influxd_cpu_pct"),
-    f("gen_cpu_pct"), f("direct_points_s") if d == d else "-", ratio, f("load")))
-PY
-done
+runs, direct = [], {}
+for line in sys.stdin:
+    kv = dict(x.split("=", 1) for x in line.split()[1:])
+    if "direct_writers" in kv:
+        direct.setdefault(kv["label"], {})[kv["direct_writers"]] = float(kv["direct_points_s"])
+    elif kv:
+        runs.append(kv)
+cols = ["run", "agents", "held", "batches/s", "points/s", "durable/s", "p50_ms", "p99_ms", "fRSS_MiB",
+        "fPeak_MiB", "fCPU%", "fWait%", "infCPU%", "genCPU%", "direct1/s", "direct2/s", "ratio", "load"]
+print(" ".join("%-18s" % c if i == 0 else "%9s" % c for i, c in enumerate(cols)))
+for r in runs:
+    d = direct.get(r["label"], {})
+    dur = float(r.get("durable_points_s", "nan"))
+    best = max(d.values()) if d else float("nan")
+    ratio = "%.2f" % (dur / best) if d else "-"
+    vals = [r["label"], r["clients"], r["held"], r["batches_s"], r["points_s"], r["durable_points_s"],
+            r["p50_ms"], r["p99_ms"], r["factory_rss_mib"], r["factory_hwm_mib"], r["factory_cpu_pct"],
+            r.get("factory_wait_pct", "nan"), r["influxd_cpu_pct"], r["gen_cpu_pct"],
+            "%.0f" % d["1"] if "1" in d else "-", "%.0f" % d["2"] if "2" in d else "-", ratio, r["load"]]
+    print(" ".join("%-18s" % v if i == 0 else "%9s" % v for i, v in enumerate(vals)))
+'

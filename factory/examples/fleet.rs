@@ -16,6 +16,9 @@
 //!     [--influx http://127.0.0.1:8086 --influx-pid PID --direct-db direct --direct-writers 2]
 //! ```
 //!
+//! `--direct-only` skips the fleet and only POSTs `--clients` hosts' points to `--influx` (run it
+//! against a fresh influxd, so neither measurement inherits the other's series and compactions).
+//!
 //! `--rate 0` is the closed loop: each agent sends its next batch as soon as the previous one is
 //! acknowledged (the factory's ceiling rather than a fleet's steady state). Each agent needs one
 //! file descriptor here and one in the factory: raise `ulimit -n` for large fleets.
@@ -57,15 +60,19 @@ struct Args {
     influx_pid: Option<u32>,
     direct_writers: usize,
     direct_db: String,
+    direct_only: bool,
     label: String,
 }
 
 fn args() -> Result<Args, Box<dyn std::error::Error>> {
     let mut a = pico_args::Arguments::from_env();
+    let direct_only = a.contains("--direct-only");
     let clients: usize = a.opt_value_from_str("--clients")?.unwrap_or(1000);
     let out = Args {
-        addr: a.value_from_str("--addr")?,
-        token: a.value_from_str("--token")?,
+        addr: a
+            .opt_value_from_str("--addr")?
+            .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 8675))),
+        token: a.opt_value_from_str("--token")?.unwrap_or_default(),
         clients,
         seconds: a.opt_value_from_str("--seconds")?.unwrap_or(30.0),
         // About 1,000 new connections a second: a factory restart's reconnect wave, not a flood.
@@ -83,6 +90,7 @@ fn args() -> Result<Args, Box<dyn std::error::Error>> {
         direct_db: a
             .opt_value_from_str("--direct-db")?
             .unwrap_or_else(|| "direct".into()),
+        direct_only,
         label: a.opt_value_from_str("--label")?.unwrap_or_default(),
     };
     let rest = a.finish();
@@ -307,10 +315,16 @@ async fn agent(
         if now >= end {
             break;
         }
-        let due = match period {
-            Some(_) => now >= next,
-            None => pending.is_empty(),
-        };
+        // Stay a moment past the window so the count of connections held is taken with all here.
+        let stay = window.1 + Duration::from_secs(1);
+        if now >= stay && pending.is_empty() {
+            break;
+        }
+        let due = now < window.1
+            && match period {
+                Some(_) => now >= next,
+                None => pending.is_empty(),
+            };
         if due {
             seq += 1;
             let b = Message::Batch(Batch {
@@ -336,9 +350,15 @@ async fn agent(
             }
             continue;
         }
-        let wake = match period {
-            Some(_) => next.min(end),
-            None => end,
+        let wake = if now < window.1 {
+            match period {
+                Some(_) => next.min(end),
+                None => end,
+            }
+        } else if now < stay {
+            stay
+        } else {
+            end
         };
         // Dropping `ws.next()` when the timer wins is fine: the stream keeps its own state.
         let event = smol::future::or(
@@ -601,15 +621,64 @@ fn direct(
     Ok(written.load(Ordering::Relaxed) as f64 / elapsed)
 }
 
+/// InfluxDB's own rate for this fleet's points, with one writer (the sink's shape) and with
+/// `--direct-writers`; prints each and returns the best (None without `--influx`).
+fn direct_phase(
+    args: &Args,
+    factory: Option<f64>,
+) -> Result<Option<f64>, Box<dyn std::error::Error>> {
+    let Some(url) = &args.influx else {
+        return Ok(None);
+    };
+    let mut writers = vec![1];
+    if args.direct_writers > 1 {
+        writers.push(args.direct_writers);
+    }
+    let mut best: Option<f64> = None;
+    for w in writers {
+        let i_cpu = args.influx_pid.map(Cpu0::new);
+        let t = Instant::now();
+        let r = direct(
+            url,
+            &args.direct_db,
+            args.clients,
+            w,
+            args.seconds.min(15.0),
+        )?;
+        // Over the whole call (the untimed warm-up round included).
+        let d_secs = t.elapsed().as_secs_f64();
+        println!(
+            "direct POST to InfluxDB ({w} writer(s), {DIRECT_BATCH_POINTS}-point bodies, {} hosts): {r:.0} points/s, influxd CPU {:.1}% of a core{}",
+            args.clients,
+            i_cpu.and_then(|c| c.percent(d_secs)).unwrap_or(f64::NAN),
+            factory.map_or(String::new(), |f| format!("; factory/direct = {:.2}", f / r))
+        );
+        println!(
+            "RESULT label={} direct_writers={w} direct_points_s={r:.0}",
+            args.label
+        );
+        best = Some(best.map_or(r, |b| b.max(r)));
+    }
+    Ok(best)
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Arc::new(args()?);
+    if args.direct_only {
+        if args.influx.is_none() {
+            return Err("--direct-only needs --influx URL".into());
+        }
+        direct_phase(&args, None)?;
+        return Ok(());
+    }
     let n = args.clients;
     let st = Arc::new(Stats::default());
     let t0 = Instant::now() + Duration::from_millis(100);
     let w0 = t0 + Duration::from_secs_f64(args.ramp + args.warmup);
     let w1 = w0 + Duration::from_secs_f64(args.seconds);
-    // A little past the window, so acks of the last batches inside it arrive.
-    let end = w1 + Duration::from_secs(2);
+    // After the window the agents stop sending and wait up to this long for the acks still
+    // owed, so a slow factory's latency is measured rather than cut off.
+    let end = w1 + Duration::from_secs(30);
 
     let ex = Arc::new(smol::Executor::<'static>::new());
     let (done_tx, done_rx) = smol::channel::bounded::<()>(1);
@@ -799,41 +868,20 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "generator (this process): CPU {:.1}% of a core; load average {load_start} -> {load_end}",
         pct(g_pct)
     );
-    let mut direct_s = None;
-    if let Some(url) = &args.influx {
-        // InfluxDB's own rate: the best of one writer (the sink's shape) and `--direct-writers`.
-        let mut writers = vec![1];
-        if args.direct_writers > 1 {
-            writers.push(args.direct_writers);
-        }
-        // The factory may still be draining a backlog into InfluxDB: wait until it is done, so
-        // the direct writes have InfluxDB to themselves.
-        if let Some(a) = &args.admin {
-            let mut last = None;
-            for _ in 0..120 {
-                let now = factory_metric(a, "autofactory_points_written_total");
-                if now.is_some() && now == last {
-                    break;
-                }
-                last = now;
-                std::thread::sleep(Duration::from_secs(2));
+    // The factory may still be draining a backlog into InfluxDB: wait until it is done, so the
+    // direct writes have InfluxDB to themselves.
+    if let (Some(a), Some(_)) = (&args.admin, &args.influx) {
+        let mut last = None;
+        for _ in 0..120 {
+            let now = factory_metric(a, "autofactory_points_written_total");
+            if now.is_some() && now == last {
+                break;
             }
-        }
-        for w in writers {
-            let i_cpu = ipid.as_ref().map(Cpu0::new);
-            let d_secs = secs.min(15.0);
-            let t = Instant::now();
-            let r = direct(url, &args.direct_db, n, w, d_secs)?;
-            // Over the whole call (the untimed warm-up round included).
-            let d_secs = t.elapsed().as_secs_f64();
-            println!(
-                "direct POST to InfluxDB ({w} writer(s), {DIRECT_BATCH_POINTS}-point bodies): {r:.0} points/s, influxd CPU {:.1}%; factory/direct = {:.2}",
-                pct(i_cpu.and_then(|c| c.percent(d_secs))),
-                durable_s.unwrap_or(points_s) / r
-            );
-            direct_s = Some(direct_s.map_or(r, |d: f64| d.max(r)));
+            last = now;
+            std::thread::sleep(Duration::from_secs(2));
         }
     }
+    let direct_s = direct_phase(&args, durable_s.or(Some(points_s)))?;
     println!(
         "RESULT label={} clients={n} held={held} failed={} batches_s={batches_s:.0} points_s={points_s:.0} durable_points_s={} p50_ms={p50} p99_ms={p99} max_ms={max} acked_in_window={}/{in_window} factory_rss_mib={:.1} factory_hwm_mib={:.1} factory_cpu_pct={:.1} factory_wait_pct={:.1} influxd_cpu_pct={:.1} gen_cpu_pct={:.1} direct_points_s={} load={}",
         if args.label.is_empty() { "-" } else { &args.label },
