@@ -158,13 +158,13 @@ JSON
   if [ -n "$perf" ]; then
     wait "$perf" 2>/dev/null || true
     echo "  perf: where the factory's CPU time went (10 s in the window, self time, top 20):"
-    perf report -i "$dir/perf-$label.data" --no-children --sort dso,sym --stdio 2>/dev/null \
+    perf report -i "$dir/perf-$label.data" -g none --no-children --sort dso,sym --stdio 2>/dev/null \
       | grep -E '^ +[0-9.]+%' | head -20 | cut -c1-150 | sed 's/^/  /' || true
     echo "  perf: by object (kernel, libc, the factory):"
-    perf report -i "$dir/perf-$label.data" --no-children --sort dso --stdio 2>/dev/null \
+    perf report -i "$dir/perf-$label.data" -g none --no-children --sort dso --stdio 2>/dev/null \
       | grep -E '^ +[0-9.]+%' | head -5 | sed 's/^/  /' || true
     echo "  perf: by thread:"
-    perf report -i "$dir/perf-$label.data" --no-children --sort comm --stdio 2>/dev/null \
+    perf report -i "$dir/perf-$label.data" -g none --no-children --sort comm --stdio 2>/dev/null \
       | grep -E '^ +[0-9.]+%' | head -6 | sed 's/^/  /' || true
     rm -f "$dir/perf-$label.data"
   fi
