@@ -77,7 +77,19 @@ fn hostile_tag_values_keep_the_line_structure() {
                 kv[0]
             })
             .collect();
-        assert_eq!(keys, ["host", "interface", "region", "zone"], "{line:?}");
+        // A value of nothing but backslashes is empty once its trailing backslashes are
+        // dropped (InfluxDB refuses them), and an empty tag is left out.
+        let expected: Vec<&str> = [
+            ("host", host.as_str()),
+            ("interface", net.interface.as_str()),
+            ("region", region.as_str()),
+            ("zone", zone.as_str()),
+        ]
+        .into_iter()
+        .filter(|(_, v)| !v.trim_end_matches('\\').is_empty())
+        .map(|(k, _)| k)
+        .collect();
+        assert_eq!(keys, expected, "{line:?}");
         let fields = split_unescaped(sections[0], b',', true);
         assert_eq!(fields.len(), 8, "{line:?}");
         assert_eq!(fields[0], format!("bytes_sent={case}i"));
