@@ -417,3 +417,50 @@ fn shutdown_while_influxdb_is_down_fails_pending_writes_instead_of_hanging() {
     assert!(smol::block_on(sink.write(LINES.into(), 4)).is_err());
     assert_eq!(count(&metrics.points_written), 0);
 }
+
+#[test]
+fn two_writers_keep_a_second_request_in_flight_while_one_hangs() {
+    // The first request hangs until its timeout; with two writers the second submission is
+    // written by the other writer meanwhile. With one writer it would queue behind the hang.
+    let server = FakeInflux::start(vec![Reply::Hang]);
+    let (sink, metrics) = sink_for(&server.url(), |c| {
+        c.timeout_ms = 5000;
+        c.writers = 2;
+    });
+    let done_a = Arc::new(AtomicBool::new(false));
+    let a = {
+        let (sink, done_a) = (sink.clone(), done_a.clone());
+        std::thread::spawn(move || {
+            let r = smol::block_on(sink.write(LINES.into(), 4));
+            done_a.store(true, Ordering::SeqCst);
+            r
+        })
+    };
+    wait_for("the first request", Duration::from_secs(10), || {
+        (server.requests().len() == 1).then_some(())
+    })
+    .expect("first request reached the server");
+    smol::block_on(sink.write(LINES.into(), 4)).expect("second write durable");
+    assert!(
+        !done_a.load(Ordering::SeqCst),
+        "the second write had to wait for the hung first one"
+    );
+    a.join()
+        .expect("writer thread")
+        .expect("first write durable after its retry");
+    sink.shutdown();
+    assert_eq!(count(&metrics.points_written), 8);
+    assert_eq!(count(&metrics.sink_errors), 1);
+}
+
+#[test]
+fn writers_out_of_range_is_a_config_error() {
+    let cfg = SinkConfig {
+        kind: "influxdb".into(),
+        writers: 0,
+        ..SinkConfig::default()
+    };
+    let err = Sink::start(&cfg, &std::env::temp_dir(), Arc::new(Metrics::default()))
+        .expect_err("0 writers refused");
+    assert!(err.to_string().contains("sink.writers"), "{err}");
+}

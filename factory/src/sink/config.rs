@@ -54,6 +54,11 @@ pub struct SinkConfig {
     pub queue: usize,
     /// File sink directory; empty means `<data_dir>/facts`.
     pub dir: String,
+    /// InfluxDB: writer threads, each with one request in flight. One request at a time caps the
+    /// rate at one batch per InfluxDB round trip; InfluxDB takes concurrent writes faster (see
+    /// bench/RESULTS.md). The file sink always has one writer (one ordered append stream).
+    #[nserde(default_with = "d_writers")]
+    pub writers: usize,
 }
 
 // nanoserde's container `default` takes each field's type default ("" and 0), so the real
@@ -82,6 +87,9 @@ fn d_timeout_ms() -> u64 {
 fn d_queue() -> usize {
     256
 }
+fn d_writers() -> usize {
+    2
+}
 
 impl Default for SinkConfig {
     fn default() -> SinkConfig {
@@ -102,6 +110,7 @@ impl Default for SinkConfig {
             timeout_ms: d_timeout_ms(),
             queue: d_queue(),
             dir: String::new(),
+            writers: d_writers(),
         }
     }
 }
@@ -134,6 +143,8 @@ pub(crate) enum Target {
         base: String,
         api: Api,
         timeout: Duration,
+        /// Writer threads, each with one request in flight.
+        writers: usize,
     },
 }
 
@@ -187,6 +198,12 @@ impl SinkConfig {
                 if self.timeout_ms == 0 {
                     return bad("sink.timeout_ms must be at least 1".into());
                 }
+                if !(1..=16).contains(&self.writers) {
+                    return bad(format!(
+                        "sink.writers must be between 1 and 16, got {}",
+                        self.writers
+                    ));
+                }
                 let api = match self.api.as_str() {
                     "v1" | "" => {
                         if self.database.is_empty() {
@@ -220,6 +237,7 @@ impl SinkConfig {
                     base: base.to_string(),
                     api,
                     timeout: Duration::from_millis(self.timeout_ms),
+                    writers: self.writers,
                 }
             }
             other => {

@@ -8,8 +8,9 @@
 //! - `backoff`: capped exponential backoff with jitter.
 //!
 //! # How a write flows
-//! [`Sink::write`] queues the lines on a bounded channel and waits for its answer. One writer
-//! thread (blocking minreq and file I/O stay off the async executor) takes the first queued
+//! [`Sink::write`] queues the lines on a bounded channel and waits for its answer. A writer
+//! thread (blocking minreq and file I/O stay off the async executor; the file sink has one,
+//! InfluxDB `writers`, default 2, each with one request in flight) takes the first queued
 //! submission, adds whatever else is already queued up to `batch_points` points ("group
 //! commit": no fixed flush delay unless `linger_ms` asks for one; when the previous batch was full
 //! it waits up to 5 ms for the sessions it just answered to submit again), writes the batch, and
@@ -74,7 +75,7 @@ impl std::error::Error for SinkError {
     }
 }
 
-/// The factory's handle to its sink; clones share one writer thread.
+/// The factory's handle to its sink; clones share the writer threads.
 #[derive(Clone)]
 pub struct Sink {
     tx: Sender<Submission>,
@@ -83,7 +84,7 @@ pub struct Sink {
 
 struct Shared {
     stop: Arc<Stop>,
-    thread: Mutex<Option<JoinHandle<()>>>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
     what: String,
 }
 
@@ -104,39 +105,68 @@ impl Sink {
     ) -> Result<Sink, SinkError> {
         let (target, batching) = cfg.validate(data_dir)?;
         match target {
-            Target::File { dir } => Sink::spawn(file::FileBackend::new(dir), batching, metrics),
-            Target::Influx { base, api, timeout } => Sink::spawn(
-                influx::InfluxBackend::new(base, api, timeout),
+            Target::File { dir } => {
+                Sink::spawn(1, || file::FileBackend::new(dir.clone()), batching, metrics)
+            }
+            Target::Influx {
+                base,
+                api,
+                timeout,
+                writers,
+            } => Sink::spawn(
+                writers,
+                || influx::InfluxBackend::new(base.clone(), api.clone(), timeout),
                 batching,
                 metrics,
             ),
         }
     }
 
+    /// Starts `writers` threads, each with its own backend, all taking from one queue. Every
+    /// submission is answered on its own, so writes finishing out of order are fine: a session
+    /// acknowledges its batches in seq order whatever order they became durable in.
     fn spawn<B: Backend>(
-        backend: B,
+        writers: usize,
+        mut backend: impl FnMut() -> B,
         batching: config::Batching,
         metrics: Arc<Metrics>,
     ) -> Result<Sink, SinkError> {
         let (tx, rx) = smol::channel::bounded(batching.queue);
         let stop = Arc::new(Stop::default());
-        let what = backend.describe();
-        let writer = Writer {
-            backend,
-            batching,
-            stop: stop.clone(),
-            metrics,
-            failures: 0,
-        };
-        let thread = std::thread::Builder::new()
-            .name("sink-writer".into())
-            .spawn(move || writer.run(rx))
-            .map_err(SinkError::Spawn)?;
+        let backends: Vec<B> = (0..writers.max(1)).map(|_| backend()).collect();
+        let mut what = backends[0].describe();
+        if backends.len() > 1 {
+            what = format!("{what} ({} writers)", backends.len());
+        }
+        let mut threads = Vec::with_capacity(backends.len());
+        for (i, backend) in backends.into_iter().enumerate() {
+            let writer = Writer {
+                backend,
+                batching,
+                stop: stop.clone(),
+                metrics: metrics.clone(),
+                failures: 0,
+            };
+            let rx = rx.clone();
+            let spawned = std::thread::Builder::new()
+                .name(format!("sink-writer-{i}"))
+                .spawn(move || writer.run(rx));
+            match spawned {
+                Ok(t) => threads.push(t),
+                Err(e) => {
+                    // Stop the writers already started before reporting.
+                    tx.close();
+                    stop.stop();
+                    threads.into_iter().for_each(|t| drop(t.join()));
+                    return Err(SinkError::Spawn(e));
+                }
+            }
+        }
         Ok(Sink {
             tx,
             shared: Arc::new(Shared {
                 stop,
-                thread: Mutex::new(Some(thread)),
+                threads: Mutex::new(threads),
                 what,
             }),
         })
@@ -175,15 +205,16 @@ impl Sink {
     pub fn shutdown(&self) {
         self.tx.close();
         self.shared.stop.stop();
-        let thread = self
-            .shared
-            .thread
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
-        if let Some(t) = thread {
+        let threads = std::mem::take(
+            &mut *self
+                .shared
+                .threads
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()),
+        );
+        for t in threads {
             if t.join().is_err() {
-                log("the writer thread panicked");
+                log("a writer thread panicked");
             }
         }
     }

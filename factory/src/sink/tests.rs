@@ -62,7 +62,8 @@ fn influx_v1_and_v2_configs_validate() {
                 password: "p".into(),
                 create_database: true
             },
-            timeout: Duration::from_millis(2500)
+            timeout: Duration::from_millis(2500),
+            writers: 2
         }
     );
     let cfg = SinkConfig::deserialize_json(
@@ -270,7 +271,14 @@ fn rig_with(
         linger,
         queue: 16,
     };
-    let sink = Sink::spawn(backend, batching, metrics.clone()).expect("writer thread");
+    let mut backend = Some(backend);
+    let sink = Sink::spawn(
+        1,
+        move || backend.take().expect("one writer takes the one backend"),
+        batching,
+        metrics.clone(),
+    )
+    .expect("writer thread");
     Rig {
         sink,
         bodies,
