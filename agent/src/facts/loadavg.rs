@@ -16,18 +16,7 @@ pub struct LoadAvg {
 /// Parses `"0.26 0.60 0.32 1/91 9071\n"`; only the first three values are required.
 pub fn parse(s: &str) -> Result<LoadAvg, ParseError> {
     let mut toks = s.split_ascii_whitespace();
-    let mut next = |what: &str| -> Result<f64, ParseError> {
-        let t = toks
-            .next()
-            .ok_or_else(|| ParseError::new(1, format!("missing {what}")))?;
-        match t.parse::<f64>() {
-            Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
-            _ => Err(ParseError::new(
-                1,
-                format!("{what}: {t:?} is not a load average"),
-            )),
-        }
-    };
+    let mut next = |what: &str| super::non_negative(toks.next(), what, "a load average");
     Ok(LoadAvg {
         load1: next("load1")?,
         load5: next("load5")?,

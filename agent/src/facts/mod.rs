@@ -260,6 +260,16 @@ fn num(tok: Option<&str>, line: usize, what: &str) -> Result<u64, ParseError> {
     }
 }
 
+/// Parses a finite, non-negative decimal field of line 1 (the one-line files loadavg and
+/// uptime); `what` names it and `unit` says what it should have been, in the error.
+fn non_negative(tok: Option<&str>, what: &str, unit: &str) -> Result<f64, ParseError> {
+    let t = tok.ok_or_else(|| ParseError::new(1, format!("missing {what}")))?;
+    match t.parse::<f64>() {
+        Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
+        _ => Err(ParseError::new(1, format!("{what}: {t:?} is not {unit}"))),
+    }
+}
+
 /// Returns slot `n` of `v`, growing it by one default element when `n == v.len()`. Used by the
 /// `parse_into` functions so that a warm `Vec` and its `String`s are reused, not reallocated.
 fn slot<T: Default>(v: &mut Vec<T>, n: usize) -> &mut T {

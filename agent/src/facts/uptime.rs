@@ -22,18 +22,7 @@ impl Uptime {
 /// Parses `"393.33 468.37\n"`.
 pub fn parse(s: &str) -> Result<Uptime, ParseError> {
     let mut toks = s.split_ascii_whitespace();
-    let mut next = |what: &str| -> Result<f64, ParseError> {
-        let t = toks
-            .next()
-            .ok_or_else(|| ParseError::new(1, format!("missing {what}")))?;
-        match t.parse::<f64>() {
-            Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
-            _ => Err(ParseError::new(
-                1,
-                format!("{what}: {t:?} is not a number of seconds"),
-            )),
-        }
-    };
+    let mut next = |what: &str| super::non_negative(toks.next(), what, "a number of seconds");
     Ok(Uptime {
         up: next("uptime")?,
         idle: next("idle time")?,
