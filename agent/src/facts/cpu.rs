@@ -90,19 +90,7 @@ mod tests {
     use super::*;
 
     fn t(v: [u64; 10]) -> CpuTimes {
-        CpuTimes {
-            id: Some(3),
-            user: v[0],
-            nice: v[1],
-            system: v[2],
-            idle: v[3],
-            iowait: v[4],
-            irq: v[5],
-            softirq: v[6],
-            steal: v[7],
-            guest: v[8],
-            guest_nice: v[9],
-        }
+        CpuTimes::from_columns(Some(3), v)
     }
 
     #[test]

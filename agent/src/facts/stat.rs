@@ -32,6 +32,26 @@ pub struct CpuTimes {
     pub guest_nice: u64,
 }
 
+impl CpuTimes {
+    /// The ten values in the kernel's column order (user, nice, system, idle, iowait, irq,
+    /// softirq, steal, guest, guest_nice); columns an old kernel lacks are 0.
+    pub fn from_columns(id: Option<u32>, v: [u64; 10]) -> CpuTimes {
+        CpuTimes {
+            id,
+            user: v[0],
+            nice: v[1],
+            system: v[2],
+            idle: v[3],
+            iowait: v[4],
+            irq: v[5],
+            softirq: v[6],
+            steal: v[7],
+            guest: v[8],
+            guest_nice: v[9],
+        }
+    }
+}
+
 /// The parts of `/proc/stat` the agent reports.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Stat {
@@ -134,19 +154,7 @@ fn parse_cpu<'a>(
             format!("cpu line has {count} values, expected 7 to 10"),
         ));
     }
-    Ok(CpuTimes {
-        id,
-        user: v[0],
-        nice: v[1],
-        system: v[2],
-        idle: v[3],
-        iowait: v[4],
-        irq: v[5],
-        softirq: v[6],
-        steal: v[7],
-        guest: v[8],
-        guest_nice: v[9],
-    })
+    Ok(CpuTimes::from_columns(id, v))
 }
 
 #[cfg(test)]
