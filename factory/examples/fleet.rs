@@ -565,6 +565,28 @@ fn direct_phase(
     Ok(best)
 }
 
+/// What the measurement window saw; `f_` is the factory, `i_` influxd, `g_` this generator.
+struct Measured {
+    held: u64,
+    acked: u64,
+    sent: u64,
+    f_pct: Option<f64>,
+    f_wait: Option<f64>,
+    i_pct: Option<f64>,
+    g_pct: Option<f64>,
+    load_start: String,
+    load_end: String,
+    f_rss: Option<u64>,
+    f_hwm: Option<u64>,
+    f_threads: Option<u64>,
+    i_rss: Option<u64>,
+    written0: Option<u64>,
+    written1: Option<u64>,
+    f_connected: Option<u64>,
+    /// Ack latencies, sorted.
+    lat: Vec<u32>,
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Arc::new(args()?);
     if args.direct_only {
@@ -662,7 +684,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             lat.extend(t.await);
         }
         lat.sort_unstable();
-        (
+        Measured {
             held,
             acked,
             sent,
@@ -680,13 +702,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             written1,
             f_connected,
             lat,
-        )
+        }
     }));
     drop(done_tx);
     for h in helpers {
         let _ = h.join();
     }
-    let (
+    let Measured {
         held,
         acked,
         sent,
@@ -704,7 +726,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         written1,
         f_connected,
         lat,
-    ) = report;
+    } = report;
     let secs = args.seconds;
     let batches_s = acked as f64 / secs;
     let points_s = batches_s * POINTS_PER_SNAPSHOT as f64;
