@@ -32,6 +32,7 @@ fn main() -> Result<(), String> {
     let size = autofact_fbs::encode(&Message::Batch(Batch {
         seq: 0,
         snapshots: snapshots.clone(),
+        ..Batch::default()
     }))
     .len();
     println!("backlog: {n} batches of {size} bytes (10 snapshots of every fact)");
@@ -46,6 +47,7 @@ fn main() -> Result<(), String> {
                     autofact_fbs::encode(&Message::Batch(Batch {
                         seq,
                         snapshots: snapshots.clone(),
+                        ..Batch::default()
                     }))
                 })
                 .map_err(|e| e.to_string())?;

@@ -233,6 +233,7 @@ async fn agent(
             let b = Message::Batch(Batch {
                 seq,
                 snapshots: vec![snapshot(now_ns(), seq)],
+                ..Batch::default()
             });
             let sent_at = Instant::now();
             if let Err(e) = ws

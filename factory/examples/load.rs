@@ -117,6 +117,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let batch_bytes = autofact_fbs::encode(&Message::Batch(Batch {
         seq: 1,
         snapshots: payload.clone(),
+        ..Batch::default()
     }))
     .len();
     let enrolled = Arc::new(AtomicUsize::new(0));
@@ -165,6 +166,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                         let b = Message::Batch(Batch {
                             seq,
                             snapshots: payload.clone(),
+                            ..Batch::default()
                         });
                         ws.send(WsMessage::Binary(autofact_fbs::encode(&b).into()))
                             .await

@@ -566,7 +566,11 @@ impl Live<'_> {
                     if let Err(e) = r {
                         crate::warn!("inventory: {e}");
                     }
-                    if self.send(&Message::Ack(Ack { seq })).await.is_err() {
+                    if self
+                        .send(&Message::Ack(Ack { seq, epoch: 0 }))
+                        .await
+                        .is_err()
+                    {
                         // The ack is lost with the connection; the agent re-sends, we dedup.
                         break End::Gone;
                     }
@@ -734,7 +738,12 @@ impl Live<'_> {
             if let Err(e) = r {
                 crate::warn!("inventory: {e}");
             }
-            if ack && self.send(&Message::Ack(Ack { seq })).await.is_err() {
+            if ack
+                && self
+                    .send(&Message::Ack(Ack { seq, epoch: 0 }))
+                    .await
+                    .is_err()
+            {
                 ack = false;
             }
         }
@@ -751,7 +760,10 @@ impl Live<'_> {
         if b.seq <= self.acked {
             m.batches_deduplicated.fetch_add(1, Ordering::Relaxed);
             // Already durable: only the ack was lost. Ack again, write nothing.
-            let ack = Message::Ack(Ack { seq: self.acked });
+            let ack = Message::Ack(Ack {
+                seq: self.acked,
+                epoch: 0,
+            });
             let _ = self.send(&ack).await;
             return Ok(());
         }

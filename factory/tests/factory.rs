@@ -202,6 +202,7 @@ fn bad_bytes_are_rejected_and_the_factory_keeps_serving() {
         c.send(&Message::Batch(Batch {
             seq: 1,
             snapshots: vec![],
+            ..Batch::default()
         }))
         .await;
         let (r, _) = c.rejected().await;
@@ -483,6 +484,7 @@ fn a_slow_sink_stops_reading_and_shutdown_acks_what_became_durable() {
             c.send(&Message::Batch(Batch {
                 seq,
                 snapshots: vec![snapshot(seq as i64, 0)],
+                ..Batch::default()
             }))
             .await;
         }
@@ -539,6 +541,7 @@ fn a_backpressured_session_pings_the_agent_within_its_ping_interval() {
             c.send(&Message::Batch(Batch {
                 seq,
                 snapshots: vec![snapshot(seq as i64, 0)],
+                ..Batch::default()
             }))
             .await;
         }
@@ -691,6 +694,7 @@ fn bit_flipped_batches_get_an_ack_or_a_reject_never_a_crash() {
     let good = autofact_fbs::encode(&Message::Batch(Batch {
         seq: 1,
         snapshots: vec![snapshot(1, 0), snapshot(2, 1)],
+        ..Batch::default()
     }));
     let (mut acks, mut rejects) = (0, 0);
     smol::block_on(async {

@@ -132,7 +132,9 @@ fn snapshot(i: u64) -> Snapshot {
             reconnects: 2,
             collect_us: 850,
             parse_errors: 0,
+            ..Health::default()
         }),
+        ..Snapshot::default()
     }
 }
 
@@ -180,6 +182,7 @@ fn main() {
     let batch = Batch {
         seq: 42,
         snapshots: (0..10).map(snapshot).collect(),
+        ..Batch::default()
     };
     let msg = Message::Batch(batch.clone());
     let bytes = encode(&msg);

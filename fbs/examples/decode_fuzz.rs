@@ -93,6 +93,7 @@ fn corpus() -> Vec<Vec<u8>> {
             reconnects: 3,
             ..Health::default()
         }),
+        ..Snapshot::default()
     };
     let msgs = [
         Message::Hello(Hello {
@@ -113,8 +114,12 @@ fn corpus() -> Vec<Vec<u8>> {
         Message::Batch(Batch {
             seq: 7,
             snapshots: vec![snap(0), snap(1)],
+            ..Batch::default()
         }),
-        Message::Ack(Ack { seq: 7 }),
+        Message::Ack(Ack {
+            seq: 7,
+            ..Ack::default()
+        }),
         Message::Reject(Reject {
             code: RejectCode::BadToken,
             message: "no".into(),

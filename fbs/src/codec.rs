@@ -9,8 +9,8 @@
 //! missing list to an empty `Vec` and a missing optional fact table to `None`.
 use crate::generated as fb;
 use crate::model::{
-    Ack, Batch, Config, Cpu, Disk, DiskIo, Health, Hello, Kernel, Mem, Message, Net, Periods,
-    Reject, RejectCode, Snapshot, Swap, System, Temp, Welcome,
+    Ack, Batch, BufferState, ClockSync, Config, ConfigStatus, Cpu, Disk, DiskIo, Health, Hello,
+    Kernel, Mem, Message, Net, Periods, Reject, RejectCode, Snapshot, Swap, System, Temp, Welcome,
 };
 use flatbuffers::{FlatBufferBuilder, InvalidFlatbuffer, VerifierOptions, WIPOffset};
 use std::fmt;
@@ -148,7 +148,13 @@ pub fn encode_into<'b>(fbb: &'b mut FlatBufferBuilder<'_>, msg: &Message) -> &'b
         Message::Config(c) => (fb::Payload::Config, config(fbb, c).as_union_value()),
         Message::Batch(b) => (fb::Payload::Batch, batch(fbb, b).as_union_value()),
         Message::Ack(a) => {
-            let ack = fb::Ack::create(fbb, &fb::AckArgs { seq: a.seq });
+            let ack = fb::Ack::create(
+                fbb,
+                &fb::AckArgs {
+                    seq: a.seq,
+                    epoch: a.epoch,
+                },
+            );
             (fb::Payload::Ack, ack.as_union_value())
         }
         Message::Reject(r) => (fb::Payload::Reject, reject(fbb, r).as_union_value()),
@@ -200,6 +206,15 @@ fn hello<'a>(fbb: &mut FlatBufferBuilder<'a>, h: &Hello) -> WIPOffset<fb::Hello<
         agent_version: opt_str(fbb, &h.agent_version),
         boot_time: h.boot_time,
         agent_clock_ns: h.agent_clock_ns,
+        installation: opt_str(fbb, &h.installation),
+        epoch: h.epoch,
+        boot_id: opt_str(fbb, &h.boot_id),
+        agent_boottime_ns: h.agent_boottime_ns,
+        clock_sync: clock_sync_to_fb(h.clock_sync),
+        config_hash: h.config_hash,
+        config_status: config_status_to_fb(h.config_status),
+        config_error: opt_str(fbb, &h.config_error),
+        buffer_state: buffer_state_to_fb(h.buffer_state),
     };
     fb::Hello::create(fbb, &args)
 }
@@ -229,6 +244,7 @@ fn config<'a>(fbb: &mut FlatBufferBuilder<'a>, c: &Config) -> WIPOffset<fb::Conf
             ping_interval_ms: c.ping_interval_ms,
             buffer_cap_bytes: c.buffer_cap_bytes,
             give_up_secs: c.give_up_secs,
+            max_message_bytes: c.max_message_bytes,
         },
     )
 }
@@ -262,6 +278,7 @@ fn reject_code_to_fb(code: RejectCode) -> fb::RejectCode {
         RejectCode::Busy => fb::RejectCode::Busy,
         RejectCode::Replaced => fb::RejectCode::Replaced,
         RejectCode::ShuttingDown => fb::RejectCode::ShuttingDown,
+        RejectCode::TlsRequired => fb::RejectCode::TlsRequired,
     }
 }
 
@@ -276,8 +293,62 @@ fn reject_code_from_fb(code: fb::RejectCode) -> Result<RejectCode, DecodeError> 
         fb::RejectCode::Busy => RejectCode::Busy,
         fb::RejectCode::Replaced => RejectCode::Replaced,
         fb::RejectCode::ShuttingDown => RejectCode::ShuttingDown,
+        fb::RejectCode::TlsRequired => RejectCode::TlsRequired,
         other => return Err(DecodeError::UnknownRejectCode(other.0)),
     })
+}
+
+fn clock_sync_to_fb(c: ClockSync) -> fb::ClockSync {
+    match c {
+        ClockSync::Unknown => fb::ClockSync::Unknown,
+        ClockSync::Synced => fb::ClockSync::Synced,
+        ClockSync::Unsynced => fb::ClockSync::Unsynced,
+    }
+}
+
+/// A value a newer peer may add reads as Unknown: the clock state is advisory.
+fn clock_sync_from_fb(c: fb::ClockSync) -> ClockSync {
+    match c {
+        fb::ClockSync::Synced => ClockSync::Synced,
+        fb::ClockSync::Unsynced => ClockSync::Unsynced,
+        _ => ClockSync::Unknown,
+    }
+}
+
+fn config_status_to_fb(c: ConfigStatus) -> fb::ConfigStatus {
+    match c {
+        ConfigStatus::Unknown => fb::ConfigStatus::Unknown,
+        ConfigStatus::Applied => fb::ConfigStatus::Applied,
+        ConfigStatus::Failed => fb::ConfigStatus::Failed,
+    }
+}
+
+/// A value a newer peer may add reads as Unknown.
+fn config_status_from_fb(c: fb::ConfigStatus) -> ConfigStatus {
+    match c {
+        fb::ConfigStatus::Applied => ConfigStatus::Applied,
+        fb::ConfigStatus::Failed => ConfigStatus::Failed,
+        _ => ConfigStatus::Unknown,
+    }
+}
+
+fn buffer_state_to_fb(b: BufferState) -> fb::BufferState {
+    match b {
+        BufferState::Disk => fb::BufferState::Disk,
+        BufferState::DiskFull => fb::BufferState::DiskFull,
+        BufferState::ReadOnly => fb::BufferState::ReadOnly,
+        BufferState::DiskFailed => fb::BufferState::DiskFailed,
+    }
+}
+
+/// A state a newer peer may add reads as DiskFailed: degraded, which is the safe reading.
+fn buffer_state_from_fb(b: fb::BufferState) -> BufferState {
+    match b {
+        fb::BufferState::Disk => BufferState::Disk,
+        fb::BufferState::DiskFull => BufferState::DiskFull,
+        fb::BufferState::ReadOnly => BufferState::ReadOnly,
+        _ => BufferState::DiskFailed,
+    }
 }
 
 fn batch<'a>(fbb: &mut FlatBufferBuilder<'a>, b: &Batch) -> WIPOffset<fb::Batch<'a>> {
@@ -292,6 +363,12 @@ fn batch<'a>(fbb: &mut FlatBufferBuilder<'a>, b: &Batch) -> WIPOffset<fb::Batch<
         &fb::BatchArgs {
             seq: b.seq,
             snapshots,
+            epoch: b.epoch,
+            agent_clock_ns: b.agent_clock_ns,
+            agent_boottime_ns: b.agent_boottime_ns,
+            config_hash: b.config_hash,
+            config_status: config_status_to_fb(b.config_status),
+            buffer_state: buffer_state_to_fb(b.buffer_state),
         },
     )
 }
@@ -441,9 +518,14 @@ fn snapshot<'a>(fbb: &mut FlatBufferBuilder<'a>, s: &Snapshot) -> WIPOffset<fb::
                 reconnects: h.reconnects,
                 collect_us: h.collect_us,
                 parse_errors: h.parse_errors,
+                buffer_state: buffer_state_to_fb(h.buffer_state),
+                memory_batches: h.memory_batches,
+                dead_letter_batches: h.dead_letter_batches,
+                dropped_snapshots: h.dropped_snapshots,
             },
         )
     });
+    let boot_id = opt_str(fbb, &s.boot_id);
     fb::Snapshot::create(
         fbb,
         &fb::SnapshotArgs {
@@ -458,6 +540,9 @@ fn snapshot<'a>(fbb: &mut FlatBufferBuilder<'a>, s: &Snapshot) -> WIPOffset<fb::
             disk,
             temp,
             health,
+            boottime_ns: s.boottime_ns,
+            clock_sync: clock_sync_to_fb(s.clock_sync),
+            boot_id,
         },
     )
 }
@@ -502,9 +587,13 @@ pub fn decode_with(bytes: &[u8], limits: &Limits) -> Result<Message, DecodeError
         fb::Payload::Batch => {
             Message::Batch(batch_from(env.payload_as_batch().ok_or_else(missing)?))
         }
-        fb::Payload::Ack => Message::Ack(Ack {
-            seq: env.payload_as_ack().ok_or_else(missing)?.seq(),
-        }),
+        fb::Payload::Ack => {
+            let a = env.payload_as_ack().ok_or_else(missing)?;
+            Message::Ack(Ack {
+                seq: a.seq(),
+                epoch: a.epoch(),
+            })
+        }
         fb::Payload::Reject => {
             let r = env.payload_as_reject().ok_or_else(missing)?;
             Message::Reject(Reject {
@@ -538,6 +627,15 @@ fn hello_from(h: fb::Hello<'_>) -> Hello {
         agent_version: string(h.agent_version()),
         boot_time: h.boot_time(),
         agent_clock_ns: h.agent_clock_ns(),
+        installation: string(h.installation()),
+        epoch: h.epoch(),
+        boot_id: string(h.boot_id()),
+        agent_boottime_ns: h.agent_boottime_ns(),
+        clock_sync: clock_sync_from_fb(h.clock_sync()),
+        config_hash: h.config_hash(),
+        config_status: config_status_from_fb(h.config_status()),
+        config_error: string(h.config_error()),
+        buffer_state: buffer_state_from_fb(h.buffer_state()),
     }
 }
 
@@ -565,6 +663,7 @@ fn config_from(c: fb::Config<'_>, periods_field: &'static str) -> Result<Config,
         ping_interval_ms: c.ping_interval_ms(),
         buffer_cap_bytes: c.buffer_cap_bytes(),
         give_up_secs: c.give_up_secs(),
+        max_message_bytes: c.max_message_bytes(),
     })
 }
 
@@ -587,6 +686,12 @@ fn batch_from(b: fb::Batch<'_>) -> Batch {
             .snapshots()
             .map(|v| v.iter().map(snapshot_from).collect())
             .unwrap_or_default(),
+        epoch: b.epoch(),
+        agent_clock_ns: b.agent_clock_ns(),
+        agent_boottime_ns: b.agent_boottime_ns(),
+        config_hash: b.config_hash(),
+        config_status: config_status_from_fb(b.config_status()),
+        buffer_state: buffer_state_from_fb(b.buffer_state()),
     }
 }
 
@@ -695,6 +800,13 @@ fn snapshot_from(s: fb::Snapshot<'_>) -> Snapshot {
             reconnects: h.reconnects(),
             collect_us: h.collect_us(),
             parse_errors: h.parse_errors(),
+            buffer_state: buffer_state_from_fb(h.buffer_state()),
+            memory_batches: h.memory_batches(),
+            dead_letter_batches: h.dead_letter_batches(),
+            dropped_snapshots: h.dropped_snapshots(),
         }),
+        boottime_ns: s.boottime_ns(),
+        clock_sync: clock_sync_from_fb(s.clock_sync()),
+        boot_id: string(s.boot_id()),
     }
 }

@@ -18,7 +18,7 @@
 //!   InfluxDB reads as a float since it has no `i`). NaN and infinities are left out; a point
 //!   whose fields were all left out is not written.
 use crate::model::{
-    Batch, Cpu, Disk, DiskIo, Health, Kernel, Mem, Net, Snapshot, Swap, System, Temp,
+    Batch, BufferState, Cpu, Disk, DiskIo, Health, Kernel, Mem, Net, Snapshot, Swap, System, Temp,
 };
 use core::fmt::Write;
 
@@ -228,7 +228,23 @@ pub fn write_health(out: &mut String, tags: &Tags<'_>, h: &Health, ts: i64) -> b
     p.int("reconnects", h.reconnects);
     p.int("collect_us", h.collect_us);
     p.int("parse_errors", h.parse_errors);
+    // 0 disk, 1 disk_full, 2 read_only, 3 disk_failed (BufferState): an int so that
+    // `max(buffer_state) > 0` finds degraded nodes in a query.
+    p.int("buffer_state", buffer_state_code(h.buffer_state));
+    p.int("memory_batches", h.memory_batches);
+    p.int("dead_letter_batches", h.dead_letter_batches);
+    p.int("dropped_snapshots", h.dropped_snapshots);
     p.finish(ts)
+}
+
+/// The `buffer_state` field's integer: the order of [`BufferState`]'s variants.
+pub fn buffer_state_code(b: BufferState) -> u64 {
+    match b {
+        BufferState::Disk => 0,
+        BufferState::DiskFull => 1,
+        BufferState::ReadOnly => 2,
+        BufferState::DiskFailed => 3,
+    }
 }
 
 fn percent(part: u64, whole: u64) -> f64 {
@@ -753,12 +769,17 @@ mod tests {
             reconnects: 4,
             collect_us: 5,
             parse_errors: 6,
+            buffer_state: BufferState::ReadOnly,
+            memory_batches: 7,
+            dead_letter_batches: 8,
+            dropped_snapshots: 9,
         };
         let (_, out) = lines(|o| write_health(o, &HOST_ONLY, &h, 15));
         assert_eq!(
             out,
             "autofact,host=pi buffered_batches=1i,buffered_bytes=2i,dropped_batches=3i,\
-             reconnects=4i,collect_us=5i,parse_errors=6i 15\n"
+             reconnects=4i,collect_us=5i,parse_errors=6i,buffer_state=2i,memory_batches=7i,\
+             dead_letter_batches=8i,dropped_snapshots=9i 15\n"
         );
     }
 
@@ -896,6 +917,7 @@ mod tests {
             disk: vec![Disk::default()],
             temp: vec![Temp::default()],
             health: Some(Health::default()),
+            ..Snapshot::default()
         };
         let mut out = String::new();
         let n = write_snapshot(&mut out, &HOST_ONLY, &snap);
@@ -917,6 +939,7 @@ mod tests {
         let batch = Batch {
             seq: 1,
             snapshots: vec![snap.clone(), snap],
+            ..Batch::default()
         };
         let mut twice = String::new();
         assert_eq!(write_batch(&mut twice, &HOST_ONLY, &batch), 22);

@@ -5,6 +5,9 @@
 pub const PROTOCOL_VERSION: u32 = 1;
 
 /// One websocket binary message.
+// Hello is the largest variant (~400 bytes); a Message lives only while it is encoded or
+// handled, once per connection for Hello, so boxing would cost more code than the bytes it saves.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Message {
     /// agent -> factory, first message.
@@ -54,6 +57,86 @@ pub struct Hello {
     pub boot_time: u64,
     /// The agent's wall clock when it sent Hello, unix nanoseconds.
     pub agent_clock_ns: i64,
+    /// Random instance nonce made at the agent's first start; empty from first-release agents.
+    /// One client id presented from a second installation is a clone (DESIGN.md, Identity).
+    pub installation: String,
+    /// The disk buffer's random epoch; 0 from agents without epochs.
+    pub epoch: u64,
+    /// `/proc/sys/kernel/random/boot_id`.
+    pub boot_id: String,
+    /// `CLOCK_BOOTTIME` when the agent sent Hello, nanoseconds; 0 = unknown.
+    pub agent_boottime_ns: i64,
+    /// Whether the agent's wall clock was synchronised when it sent Hello.
+    pub clock_sync: ClockSync,
+    /// [`Config::hash`] of the Config the agent applied; 0 = none.
+    pub config_hash: u64,
+    /// Whether that Config was applied.
+    pub config_status: ConfigStatus,
+    /// Why the last Config could not be applied; empty when it was.
+    pub config_error: String,
+    /// Where the agent keeps unacknowledged snapshots right now.
+    pub buffer_state: BufferState,
+}
+
+/// Whether the kernel considered the wall clock synchronised (adjtimex, `STA_UNSYNC`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
+pub enum ClockSync {
+    /// Not reported (a first-release agent) or not knowable.
+    #[default]
+    Unknown,
+    /// Synchronised (NTP or similar has disciplined the clock).
+    Synced,
+    /// Not synchronised: the wall clock may be far off.
+    Unsynced,
+}
+
+/// Where the agent keeps unacknowledged snapshots right now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
+pub enum BufferState {
+    /// The disk buffer, as designed.
+    #[default]
+    Disk,
+    /// The disk is full (ENOSPC): a bounded memory queue until writes succeed again.
+    DiskFull,
+    /// The disk is read-only (EROFS, EACCES): likewise.
+    ReadOnly,
+    /// Another I/O error: likewise.
+    DiskFailed,
+}
+
+impl BufferState {
+    /// The name used in logs, `/clients` and the fleet page: `disk`, `disk_full`, ...
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BufferState::Disk => "disk",
+            BufferState::DiskFull => "disk_full",
+            BufferState::ReadOnly => "read_only",
+            BufferState::DiskFailed => "disk_failed",
+        }
+    }
+}
+
+/// The agent's answer to the last Config it was given (OpAMP's APPLIED / FAILED).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
+pub enum ConfigStatus {
+    /// Not reported (a first-release agent), or no Config received yet.
+    #[default]
+    Unknown,
+    /// The Config with the reported hash is in force.
+    Applied,
+    /// The last Config could not be applied; the error says why.
+    Failed,
+}
+
+impl ConfigStatus {
+    /// The name used in logs, `/clients` and the fleet page.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConfigStatus::Unknown => "unknown",
+            ConfigStatus::Applied => "applied",
+            ConfigStatus::Failed => "failed",
+        }
+    }
 }
 
 /// Collection periods in milliseconds; 0 disables the kind.
@@ -112,6 +195,43 @@ pub struct Config {
     pub buffer_cap_bytes: u64,
     /// Give up reconnecting after this many seconds; 0 = never.
     pub give_up_secs: u32,
+    /// The factory's message size limit in bytes; the agent never builds a batch above it.
+    /// 0 = unknown (a first-release factory): the agent then uses its own default.
+    pub max_message_bytes: u32,
+}
+
+impl Config {
+    /// A stable 64-bit hash of every field (FNV-1a over the fields in declaration order, each
+    /// as little-endian bytes). The agent reports the hash of the Config it applied; the factory
+    /// compares it with the hash of the Config it means the client to have. Never 0.
+    pub fn hash(&self) -> u64 {
+        let p = &self.periods;
+        let words: [u64; 15] = [
+            p.cpu_ms.into(),
+            p.kernel_ms.into(),
+            p.mem_ms.into(),
+            p.swap_ms.into(),
+            p.system_ms.into(),
+            p.net_ms.into(),
+            p.diskio_ms.into(),
+            p.disk_ms.into(),
+            p.temp_ms.into(),
+            p.health_ms.into(),
+            self.push_interval_ms.into(),
+            self.ping_interval_ms.into(),
+            self.buffer_cap_bytes,
+            self.give_up_secs.into(),
+            self.max_message_bytes.into(),
+        ];
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for w in words {
+            for b in w.to_le_bytes() {
+                h ^= u64::from(b);
+                h = h.wrapping_mul(0x0000_0100_0000_01b3);
+            }
+        }
+        h.max(1)
+    }
 }
 
 impl Default for Config {
@@ -122,6 +242,7 @@ impl Default for Config {
             ping_interval_ms: 15_000,
             buffer_cap_bytes: 64 * 1024 * 1024,
             give_up_secs: 15 * 60,
+            max_message_bytes: 0,
         }
     }
 }
@@ -142,17 +263,31 @@ pub struct Welcome {
 /// Facts collected since the previous batch.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Batch {
-    /// Monotonic per client, survives restarts.
+    /// Monotonic within the epoch, survives restarts.
     pub seq: u64,
     /// Collection instants, oldest first.
     pub snapshots: Vec<Snapshot>,
+    /// The buffer's random epoch; (client, epoch, seq) is unique. 0 from first-release agents.
+    pub epoch: u64,
+    /// The agent's wall clock when it sent this batch, unix nanoseconds; 0 = unknown.
+    pub agent_clock_ns: i64,
+    /// `CLOCK_BOOTTIME` when the agent sent this batch, nanoseconds; 0 = unknown.
+    pub agent_boottime_ns: i64,
+    /// [`Config::hash`] of the Config applied when sent; 0 = none or unknown.
+    pub config_hash: u64,
+    /// Whether that Config was applied.
+    pub config_status: ConfigStatus,
+    /// Where the agent keeps unacknowledged snapshots right now.
+    pub buffer_state: BufferState,
 }
 
 /// Cumulative acknowledgement: every seq <= `seq` is durable.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Ack {
     /// Highest durable seq.
     pub seq: u64,
+    /// The epoch that seq belongs to; 0 = unspecified (a first-release factory).
+    pub epoch: u64,
 }
 
 /// Why the factory refuses.
@@ -176,6 +311,8 @@ pub enum RejectCode {
     Replaced,
     /// The factory is shutting down.
     ShuttingDown,
+    /// A plain (ws://) connection to a factory that requires TLS.
+    TlsRequired,
 }
 
 /// A refusal, sent just before the factory closes.
@@ -212,6 +349,12 @@ pub struct Snapshot {
     pub temp: Vec<Temp>,
     /// `autofact`, the agent's own health.
     pub health: Option<Health>,
+    /// `CLOCK_BOOTTIME` at collection, nanoseconds; 0 = unknown (a first-release agent).
+    pub boottime_ns: i64,
+    /// Whether the wall clock was synchronised at collection.
+    pub clock_sync: ClockSync,
+    /// The boot this snapshot was taken in (`/proc/sys/kernel/random/boot_id`); empty = unknown.
+    pub boot_id: String,
 }
 
 /// CPU usage percentages over one interval (Telegraf `cpu`, fields `usage_*`).
@@ -404,4 +547,12 @@ pub struct Health {
     pub collect_us: u64,
     /// Malformed files met since the agent started.
     pub parse_errors: u64,
+    /// Where unacknowledged snapshots are kept right now.
+    pub buffer_state: BufferState,
+    /// Batches held in memory while the disk refuses writes.
+    pub memory_batches: u64,
+    /// Batches the factory refused for good, kept in the agent's dead-letter file.
+    pub dead_letter_batches: u64,
+    /// Snapshots dropped because the memory queue was full (disk refusing writes).
+    pub dropped_snapshots: u64,
 }

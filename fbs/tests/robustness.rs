@@ -198,7 +198,13 @@ fn payload_type_without_payload_fails_verification() {
 fn unknown_payload_type_is_named() {
     // A newer peer's message: the table is there, the type is one we do not know.
     let mut fbb = FlatBufferBuilder::new();
-    let ack = fb::Ack::create(&mut fbb, &fb::AckArgs { seq: 5 });
+    let ack = fb::Ack::create(
+        &mut fbb,
+        &fb::AckArgs {
+            seq: 5,
+            ..Default::default()
+        },
+    );
     let bytes = envelope(&mut fbb, fb::Payload(42), Some(ack.as_union_value()));
     let err = decode(&bytes).expect_err("unknown payload decoded");
     assert_eq!(err, DecodeError::UnknownPayload(42));
@@ -400,6 +406,7 @@ fn shared_subtrees_cannot_amplify_past_the_apparent_size_limit() {
         &fb::BatchArgs {
             seq: 1,
             snapshots: Some(snaps),
+            ..Default::default()
         },
     );
     let bytes = envelope(&mut fbb, fb::Payload::Batch, Some(batch.as_union_value()));
@@ -417,6 +424,7 @@ fn a_realistic_batch_fits_the_default_limits_with_room() {
     let batch = Batch {
         seq: 1,
         snapshots: (0..360).map(full_snapshot).collect(),
+        ..Batch::default()
     };
     let msg = Message::Batch(batch);
     let bytes = encode(&msg);

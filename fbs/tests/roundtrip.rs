@@ -50,6 +50,7 @@ fn defaults_and_empty_messages_round_trip() {
         ping_interval_ms: 0,
         buffer_cap_bytes: 0,
         give_up_secs: 0,
+        ..Config::default()
     };
     let msgs = vec![
         Message::Hello(Hello::default()),
@@ -65,8 +66,12 @@ fn defaults_and_empty_messages_round_trip() {
         Message::Batch(Batch {
             seq: 1,
             snapshots: vec![Snapshot::default(), Snapshot::default()],
+            ..Batch::default()
         }),
-        Message::Ack(Ack { seq: 0 }),
+        Message::Ack(Ack {
+            seq: 0,
+            ..Ack::default()
+        }),
         Message::Reject(Reject {
             code: RejectCode::Malformed,
             message: String::new(),
@@ -91,6 +96,7 @@ fn partial_snapshot_keeps_absent_kinds_absent() {
     let msg = Message::Batch(Batch {
         seq: 9,
         snapshots: vec![snap.clone()],
+        ..Batch::default()
     });
     let Message::Batch(back) = roundtrip(&msg) else {
         panic!("not a batch");
@@ -120,6 +126,7 @@ fn extreme_values_round_trip() {
     let msg = Message::Batch(Batch {
         seq: u64::MAX,
         snapshots: vec![snap],
+        ..Batch::default()
     });
     assert_eq!(roundtrip(&msg), msg);
 }
@@ -135,6 +142,7 @@ fn nan_survives_as_nan() {
     let msg = Message::Batch(Batch {
         seq: 1,
         snapshots: vec![snap],
+        ..Batch::default()
     });
     let Message::Batch(back) = roundtrip(&msg) else {
         panic!("not a batch");

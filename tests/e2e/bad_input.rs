@@ -220,6 +220,7 @@ fn bad_input_is_rejected_and_logged_while_good_agents_keep_working() {
                 ..Default::default()
             })
             .collect(),
+        ..Batch::default()
     };
     let oversized = autofact_fbs::encode(&Message::Batch(big));
     assert!(oversized.len() > MAX_MESSAGE, "{} bytes", oversized.len());

@@ -345,6 +345,7 @@ impl Worker {
                 reconnects: sh.reconnects.load(Ordering::Relaxed),
                 collect_us: self.collect_us,
                 parse_errors: self.parts.source.parse_errors(),
+                ..Health::default()
             });
         }
         self.pending.push(snap);
@@ -356,10 +357,13 @@ impl Worker {
             return;
         }
         let snapshots = std::mem::take(&mut self.pending);
-        let res = self
-            .parts
-            .buffer
-            .append(|seq| autofact_fbs::encode(&Message::Batch(Batch { seq, snapshots })));
+        let res = self.parts.buffer.append(|seq| {
+            autofact_fbs::encode(&Message::Batch(Batch {
+                seq,
+                snapshots,
+                ..Batch::default()
+            }))
+        });
         match res {
             Ok(_) => {
                 let _ = self.parts.notify.try_send(());

@@ -200,6 +200,7 @@ impl Agent {
             RejectCode::Busy => "factory busy",
             RejectCode::Replaced => "another connection with this client id replaced this one",
             RejectCode::ShuttingDown => "factory shutting down",
+            RejectCode::TlsRequired => "the factory requires TLS (use a wss:// server URL)",
         };
         // The factory's own words only when they add something.
         let detail = if r.message.is_empty() || what.starts_with(r.message.as_str()) {
@@ -224,6 +225,7 @@ impl Agent {
             RejectCode::BadToken
             | RejectCode::BadSecret
             | RejectCode::UnsupportedVersion
+            | RejectCode::TlsRequired
             | RejectCode::Replaced => backoff.long(),
         })
     }

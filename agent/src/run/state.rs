@@ -235,6 +235,7 @@ impl From<StoredConfig> for Config {
             ping_interval_ms: s.ping_interval_ms,
             buffer_cap_bytes: s.buffer_cap_bytes,
             give_up_secs: s.give_up_secs,
+            max_message_bytes: 0,
         }
     }
 }

@@ -307,7 +307,15 @@ async fn connection(
                     r.batches.push(batch);
                     r.acked = Some(r.acked.map_or(seq, |a| a.max(seq)));
                 }
-                if !send(&mut ws, &Message::Ack(Ack { seq })).await {
+                if !send(
+                    &mut ws,
+                    &Message::Ack(Ack {
+                        seq,
+                        ..Ack::default()
+                    }),
+                )
+                .await
+                {
                     return;
                 }
             }
@@ -330,6 +338,7 @@ pub fn config(period_ms: u32, push_ms: u32) -> Config {
         ping_interval_ms: 2_000,
         buffer_cap_bytes: 16 * 1024 * 1024,
         give_up_secs: 0,
+        ..Config::default()
     }
 }
 

@@ -102,5 +102,6 @@ pub fn snapshot(t: i64, i: u64) -> Snapshot {
             collect_us: 900,
             ..Health::default()
         }),
+        ..Snapshot::default()
     }
 }

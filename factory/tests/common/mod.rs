@@ -367,7 +367,12 @@ impl Client {
 
     /// Sends a batch of `snapshots` and returns the next message, which must be an Ack.
     pub async fn batch(&mut self, seq: u64, snapshots: Vec<Snapshot>) -> Ack {
-        self.send(&Message::Batch(Batch { seq, snapshots })).await;
+        self.send(&Message::Batch(Batch {
+            seq,
+            snapshots,
+            ..Batch::default()
+        }))
+        .await;
         match self.recv().await {
             Ok(Message::Ack(a)) => a,
             other => panic!("expected Ack for seq {seq}, got {other:?}"),

@@ -11,12 +11,284 @@ pub mod wire {
 
 
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MIN_REJECT_CODE: u8 = 0;
+pub const ENUM_MIN_CLOCK_SYNC: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_REJECT_CODE: u8 = 8;
+pub const ENUM_MAX_CLOCK_SYNC: u8 = 2;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_REJECT_CODE: [RejectCode; 9] = [
+pub const ENUM_VALUES_CLOCK_SYNC: [ClockSync; 3] = [
+  ClockSync::Unknown,
+  ClockSync::Synced,
+  ClockSync::Unsynced,
+];
+
+/// Whether the agent's kernel considered the wall clock synchronised (adjtimex, STA_UNSYNC).
+/// Unknown is what an agent of the first release sends (the field is absent).
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[repr(transparent)]
+pub struct ClockSync(pub u8);
+#[allow(non_upper_case_globals)]
+impl ClockSync {
+  pub const Unknown: Self = Self(0);
+  pub const Synced: Self = Self(1);
+  pub const Unsynced: Self = Self(2);
+
+  pub const ENUM_MIN: u8 = 0;
+  pub const ENUM_MAX: u8 = 2;
+  pub const ENUM_VALUES: &'static [Self] = &[
+    Self::Unknown,
+    Self::Synced,
+    Self::Unsynced,
+  ];
+  /// Returns the variant's name or "" if unknown.
+  pub fn variant_name(self) -> Option<&'static str> {
+    match self {
+      Self::Unknown => Some("Unknown"),
+      Self::Synced => Some("Synced"),
+      Self::Unsynced => Some("Unsynced"),
+      _ => None,
+    }
+  }
+}
+impl ::core::fmt::Debug for ClockSync {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter) -> ::core::fmt::Result {
+    if let Some(name) = self.variant_name() {
+      f.write_str(name)
+    } else {
+      f.write_fmt(format_args!("<UNKNOWN {:?}>", self.0))
+    }
+  }
+}
+impl<'a> ::flatbuffers::Follow<'a> for ClockSync {
+  type Inner = Self;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    let b = unsafe { ::flatbuffers::read_scalar_at::<u8>(buf, loc) };
+    Self(b)
+  }
+}
+
+impl ::flatbuffers::Push for ClockSync {
+    type Output = ClockSync;
+    #[inline]
+    unsafe fn push(&self, dst: &mut [u8], _written_len: usize) {
+        unsafe { ::flatbuffers::emplace_scalar::<u8>(dst, self.0) };
+    }
+}
+
+impl ::flatbuffers::EndianScalar for ClockSync {
+  type Scalar = u8;
+  #[inline]
+  fn to_little_endian(self) -> u8 {
+    self.0.to_le()
+  }
+  #[inline]
+  #[allow(clippy::wrong_self_convention)]
+  fn from_little_endian(v: u8) -> Self {
+    let b = u8::from_le(v);
+    Self(b)
+  }
+}
+
+impl<'a> ::flatbuffers::Verifiable for ClockSync {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    u8::run_verifier(v, pos)
+  }
+}
+
+impl ::flatbuffers::SimpleToVerifyInSlice for ClockSync {}
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+pub const ENUM_MIN_BUFFER_STATE: u8 = 0;
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+pub const ENUM_MAX_BUFFER_STATE: u8 = 3;
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+#[allow(non_camel_case_types)]
+pub const ENUM_VALUES_BUFFER_STATE: [BufferState; 4] = [
+  BufferState::Disk,
+  BufferState::DiskFull,
+  BufferState::ReadOnly,
+  BufferState::DiskFailed,
+];
+
+/// Where the agent keeps unacknowledged snapshots right now.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[repr(transparent)]
+pub struct BufferState(pub u8);
+#[allow(non_upper_case_globals)]
+impl BufferState {
+  pub const Disk: Self = Self(0);
+  pub const DiskFull: Self = Self(1);
+  pub const ReadOnly: Self = Self(2);
+  pub const DiskFailed: Self = Self(3);
+
+  pub const ENUM_MIN: u8 = 0;
+  pub const ENUM_MAX: u8 = 3;
+  pub const ENUM_VALUES: &'static [Self] = &[
+    Self::Disk,
+    Self::DiskFull,
+    Self::ReadOnly,
+    Self::DiskFailed,
+  ];
+  /// Returns the variant's name or "" if unknown.
+  pub fn variant_name(self) -> Option<&'static str> {
+    match self {
+      Self::Disk => Some("Disk"),
+      Self::DiskFull => Some("DiskFull"),
+      Self::ReadOnly => Some("ReadOnly"),
+      Self::DiskFailed => Some("DiskFailed"),
+      _ => None,
+    }
+  }
+}
+impl ::core::fmt::Debug for BufferState {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter) -> ::core::fmt::Result {
+    if let Some(name) = self.variant_name() {
+      f.write_str(name)
+    } else {
+      f.write_fmt(format_args!("<UNKNOWN {:?}>", self.0))
+    }
+  }
+}
+impl<'a> ::flatbuffers::Follow<'a> for BufferState {
+  type Inner = Self;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    let b = unsafe { ::flatbuffers::read_scalar_at::<u8>(buf, loc) };
+    Self(b)
+  }
+}
+
+impl ::flatbuffers::Push for BufferState {
+    type Output = BufferState;
+    #[inline]
+    unsafe fn push(&self, dst: &mut [u8], _written_len: usize) {
+        unsafe { ::flatbuffers::emplace_scalar::<u8>(dst, self.0) };
+    }
+}
+
+impl ::flatbuffers::EndianScalar for BufferState {
+  type Scalar = u8;
+  #[inline]
+  fn to_little_endian(self) -> u8 {
+    self.0.to_le()
+  }
+  #[inline]
+  #[allow(clippy::wrong_self_convention)]
+  fn from_little_endian(v: u8) -> Self {
+    let b = u8::from_le(v);
+    Self(b)
+  }
+}
+
+impl<'a> ::flatbuffers::Verifiable for BufferState {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    u8::run_verifier(v, pos)
+  }
+}
+
+impl ::flatbuffers::SimpleToVerifyInSlice for BufferState {}
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+pub const ENUM_MIN_CONFIG_STATUS: u8 = 0;
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+pub const ENUM_MAX_CONFIG_STATUS: u8 = 2;
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+#[allow(non_camel_case_types)]
+pub const ENUM_VALUES_CONFIG_STATUS: [ConfigStatus; 3] = [
+  ConfigStatus::Unknown,
+  ConfigStatus::Applied,
+  ConfigStatus::Failed,
+];
+
+/// The agent's answer to the last Config it was given (OpAMP's APPLIED / FAILED).
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[repr(transparent)]
+pub struct ConfigStatus(pub u8);
+#[allow(non_upper_case_globals)]
+impl ConfigStatus {
+  pub const Unknown: Self = Self(0);
+  pub const Applied: Self = Self(1);
+  pub const Failed: Self = Self(2);
+
+  pub const ENUM_MIN: u8 = 0;
+  pub const ENUM_MAX: u8 = 2;
+  pub const ENUM_VALUES: &'static [Self] = &[
+    Self::Unknown,
+    Self::Applied,
+    Self::Failed,
+  ];
+  /// Returns the variant's name or "" if unknown.
+  pub fn variant_name(self) -> Option<&'static str> {
+    match self {
+      Self::Unknown => Some("Unknown"),
+      Self::Applied => Some("Applied"),
+      Self::Failed => Some("Failed"),
+      _ => None,
+    }
+  }
+}
+impl ::core::fmt::Debug for ConfigStatus {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter) -> ::core::fmt::Result {
+    if let Some(name) = self.variant_name() {
+      f.write_str(name)
+    } else {
+      f.write_fmt(format_args!("<UNKNOWN {:?}>", self.0))
+    }
+  }
+}
+impl<'a> ::flatbuffers::Follow<'a> for ConfigStatus {
+  type Inner = Self;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    let b = unsafe { ::flatbuffers::read_scalar_at::<u8>(buf, loc) };
+    Self(b)
+  }
+}
+
+impl ::flatbuffers::Push for ConfigStatus {
+    type Output = ConfigStatus;
+    #[inline]
+    unsafe fn push(&self, dst: &mut [u8], _written_len: usize) {
+        unsafe { ::flatbuffers::emplace_scalar::<u8>(dst, self.0) };
+    }
+}
+
+impl ::flatbuffers::EndianScalar for ConfigStatus {
+  type Scalar = u8;
+  #[inline]
+  fn to_little_endian(self) -> u8 {
+    self.0.to_le()
+  }
+  #[inline]
+  #[allow(clippy::wrong_self_convention)]
+  fn from_little_endian(v: u8) -> Self {
+    let b = u8::from_le(v);
+    Self(b)
+  }
+}
+
+impl<'a> ::flatbuffers::Verifiable for ConfigStatus {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    u8::run_verifier(v, pos)
+  }
+}
+
+impl ::flatbuffers::SimpleToVerifyInSlice for ConfigStatus {}
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+pub const ENUM_MIN_REJECT_CODE: u8 = 0;
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+pub const ENUM_MAX_REJECT_CODE: u8 = 9;
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+#[allow(non_camel_case_types)]
+pub const ENUM_VALUES_REJECT_CODE: [RejectCode; 10] = [
   RejectCode::Malformed,
   RejectCode::BadToken,
   RejectCode::UnknownClient,
@@ -26,6 +298,7 @@ pub const ENUM_VALUES_REJECT_CODE: [RejectCode; 9] = [
   RejectCode::Busy,
   RejectCode::Replaced,
   RejectCode::ShuttingDown,
+  RejectCode::TlsRequired,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -42,9 +315,10 @@ impl RejectCode {
   pub const Busy: Self = Self(6);
   pub const Replaced: Self = Self(7);
   pub const ShuttingDown: Self = Self(8);
+  pub const TlsRequired: Self = Self(9);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 8;
+  pub const ENUM_MAX: u8 = 9;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::Malformed,
     Self::BadToken,
@@ -55,6 +329,7 @@ impl RejectCode {
     Self::Busy,
     Self::Replaced,
     Self::ShuttingDown,
+    Self::TlsRequired,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -68,6 +343,7 @@ impl RejectCode {
       Self::Busy => Some("Busy"),
       Self::Replaced => Some("Replaced"),
       Self::ShuttingDown => Some("ShuttingDown"),
+      Self::TlsRequired => Some("TlsRequired"),
       _ => None,
     }
   }
@@ -260,6 +536,15 @@ impl<'a> Hello<'a> {
   pub const VT_AGENT_VERSION: ::flatbuffers::VOffsetT = 28;
   pub const VT_BOOT_TIME: ::flatbuffers::VOffsetT = 30;
   pub const VT_AGENT_CLOCK_NS: ::flatbuffers::VOffsetT = 32;
+  pub const VT_INSTALLATION: ::flatbuffers::VOffsetT = 34;
+  pub const VT_EPOCH: ::flatbuffers::VOffsetT = 36;
+  pub const VT_BOOT_ID: ::flatbuffers::VOffsetT = 38;
+  pub const VT_AGENT_BOOTTIME_NS: ::flatbuffers::VOffsetT = 40;
+  pub const VT_CLOCK_SYNC: ::flatbuffers::VOffsetT = 42;
+  pub const VT_CONFIG_HASH: ::flatbuffers::VOffsetT = 44;
+  pub const VT_CONFIG_STATUS: ::flatbuffers::VOffsetT = 46;
+  pub const VT_CONFIG_ERROR: ::flatbuffers::VOffsetT = 48;
+  pub const VT_BUFFER_STATE: ::flatbuffers::VOffsetT = 50;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -271,9 +556,15 @@ impl<'a> Hello<'a> {
     args: &'args HelloArgs<'args>
   ) -> ::flatbuffers::WIPOffset<Hello<'bldr>> {
     let mut builder = HelloBuilder::new(_fbb);
+    builder.add_config_hash(args.config_hash);
+    builder.add_agent_boottime_ns(args.agent_boottime_ns);
+    builder.add_epoch(args.epoch);
     builder.add_agent_clock_ns(args.agent_clock_ns);
     builder.add_boot_time(args.boot_time);
     builder.add_mem_total(args.mem_total);
+    if let Some(x) = args.config_error { builder.add_config_error(x); }
+    if let Some(x) = args.boot_id { builder.add_boot_id(x); }
+    if let Some(x) = args.installation { builder.add_installation(x); }
     if let Some(x) = args.agent_version { builder.add_agent_version(x); }
     if let Some(x) = args.cpu_model { builder.add_cpu_model(x); }
     if let Some(x) = args.os { builder.add_os(x); }
@@ -286,6 +577,9 @@ impl<'a> Hello<'a> {
     if let Some(x) = args.secret { builder.add_secret(x); }
     if let Some(x) = args.client_id { builder.add_client_id(x); }
     builder.add_protocol_version(args.protocol_version);
+    builder.add_buffer_state(args.buffer_state);
+    builder.add_config_status(args.config_status);
+    builder.add_clock_sync(args.clock_sync);
     builder.finish()
   }
 
@@ -395,6 +689,69 @@ impl<'a> Hello<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<i64>(Hello::VT_AGENT_CLOCK_NS, Some(0)).unwrap()}
   }
+  #[inline]
+  pub fn installation(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(Hello::VT_INSTALLATION, None)}
+  }
+  #[inline]
+  pub fn epoch(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(Hello::VT_EPOCH, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn boot_id(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(Hello::VT_BOOT_ID, None)}
+  }
+  #[inline]
+  pub fn agent_boottime_ns(&self) -> i64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i64>(Hello::VT_AGENT_BOOTTIME_NS, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn clock_sync(&self) -> ClockSync {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<ClockSync>(Hello::VT_CLOCK_SYNC, Some(ClockSync::Unknown)).unwrap()}
+  }
+  #[inline]
+  pub fn config_hash(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(Hello::VT_CONFIG_HASH, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn config_status(&self) -> ConfigStatus {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<ConfigStatus>(Hello::VT_CONFIG_STATUS, Some(ConfigStatus::Unknown)).unwrap()}
+  }
+  #[inline]
+  pub fn config_error(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(Hello::VT_CONFIG_ERROR, None)}
+  }
+  #[inline]
+  pub fn buffer_state(&self) -> BufferState {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<BufferState>(Hello::VT_BUFFER_STATE, Some(BufferState::Disk)).unwrap()}
+  }
 }
 
 impl ::flatbuffers::Verifiable for Hello<'_> {
@@ -418,6 +775,15 @@ impl ::flatbuffers::Verifiable for Hello<'_> {
      .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("agent_version", Self::VT_AGENT_VERSION, false)?
      .visit_field::<u64>("boot_time", Self::VT_BOOT_TIME, false)?
      .visit_field::<i64>("agent_clock_ns", Self::VT_AGENT_CLOCK_NS, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("installation", Self::VT_INSTALLATION, false)?
+     .visit_field::<u64>("epoch", Self::VT_EPOCH, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("boot_id", Self::VT_BOOT_ID, false)?
+     .visit_field::<i64>("agent_boottime_ns", Self::VT_AGENT_BOOTTIME_NS, false)?
+     .visit_field::<ClockSync>("clock_sync", Self::VT_CLOCK_SYNC, false)?
+     .visit_field::<u64>("config_hash", Self::VT_CONFIG_HASH, false)?
+     .visit_field::<ConfigStatus>("config_status", Self::VT_CONFIG_STATUS, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("config_error", Self::VT_CONFIG_ERROR, false)?
+     .visit_field::<BufferState>("buffer_state", Self::VT_BUFFER_STATE, false)?
      .finish();
     Ok(())
   }
@@ -438,6 +804,15 @@ pub struct HelloArgs<'a> {
     pub agent_version: Option<::flatbuffers::WIPOffset<&'a str>>,
     pub boot_time: u64,
     pub agent_clock_ns: i64,
+    pub installation: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub epoch: u64,
+    pub boot_id: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub agent_boottime_ns: i64,
+    pub clock_sync: ClockSync,
+    pub config_hash: u64,
+    pub config_status: ConfigStatus,
+    pub config_error: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub buffer_state: BufferState,
 }
 impl<'a> Default for HelloArgs<'a> {
   #[inline]
@@ -458,6 +833,15 @@ impl<'a> Default for HelloArgs<'a> {
       agent_version: None,
       boot_time: 0,
       agent_clock_ns: 0,
+      installation: None,
+      epoch: 0,
+      boot_id: None,
+      agent_boottime_ns: 0,
+      clock_sync: ClockSync::Unknown,
+      config_hash: 0,
+      config_status: ConfigStatus::Unknown,
+      config_error: None,
+      buffer_state: BufferState::Disk,
     }
   }
 }
@@ -528,6 +912,42 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> HelloBuilder<'a, 'b, A> {
     self.fbb_.push_slot::<i64>(Hello::VT_AGENT_CLOCK_NS, agent_clock_ns, 0);
   }
   #[inline]
+  pub fn add_installation(&mut self, installation: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Hello::VT_INSTALLATION, installation);
+  }
+  #[inline]
+  pub fn add_epoch(&mut self, epoch: u64) {
+    self.fbb_.push_slot::<u64>(Hello::VT_EPOCH, epoch, 0);
+  }
+  #[inline]
+  pub fn add_boot_id(&mut self, boot_id: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Hello::VT_BOOT_ID, boot_id);
+  }
+  #[inline]
+  pub fn add_agent_boottime_ns(&mut self, agent_boottime_ns: i64) {
+    self.fbb_.push_slot::<i64>(Hello::VT_AGENT_BOOTTIME_NS, agent_boottime_ns, 0);
+  }
+  #[inline]
+  pub fn add_clock_sync(&mut self, clock_sync: ClockSync) {
+    self.fbb_.push_slot::<ClockSync>(Hello::VT_CLOCK_SYNC, clock_sync, ClockSync::Unknown);
+  }
+  #[inline]
+  pub fn add_config_hash(&mut self, config_hash: u64) {
+    self.fbb_.push_slot::<u64>(Hello::VT_CONFIG_HASH, config_hash, 0);
+  }
+  #[inline]
+  pub fn add_config_status(&mut self, config_status: ConfigStatus) {
+    self.fbb_.push_slot::<ConfigStatus>(Hello::VT_CONFIG_STATUS, config_status, ConfigStatus::Unknown);
+  }
+  #[inline]
+  pub fn add_config_error(&mut self, config_error: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Hello::VT_CONFIG_ERROR, config_error);
+  }
+  #[inline]
+  pub fn add_buffer_state(&mut self, buffer_state: BufferState) {
+    self.fbb_.push_slot::<BufferState>(Hello::VT_BUFFER_STATE, buffer_state, BufferState::Disk);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> HelloBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     HelloBuilder {
@@ -560,6 +980,15 @@ impl ::core::fmt::Debug for Hello<'_> {
       ds.field("agent_version", &self.agent_version());
       ds.field("boot_time", &self.boot_time());
       ds.field("agent_clock_ns", &self.agent_clock_ns());
+      ds.field("installation", &self.installation());
+      ds.field("epoch", &self.epoch());
+      ds.field("boot_id", &self.boot_id());
+      ds.field("agent_boottime_ns", &self.agent_boottime_ns());
+      ds.field("clock_sync", &self.clock_sync());
+      ds.field("config_hash", &self.config_hash());
+      ds.field("config_status", &self.config_status());
+      ds.field("config_error", &self.config_error());
+      ds.field("buffer_state", &self.buffer_state());
       ds.finish()
   }
 }
@@ -835,6 +1264,7 @@ impl<'a> Config<'a> {
   pub const VT_PING_INTERVAL_MS: ::flatbuffers::VOffsetT = 8;
   pub const VT_BUFFER_CAP_BYTES: ::flatbuffers::VOffsetT = 10;
   pub const VT_GIVE_UP_SECS: ::flatbuffers::VOffsetT = 12;
+  pub const VT_MAX_MESSAGE_BYTES: ::flatbuffers::VOffsetT = 14;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -847,6 +1277,7 @@ impl<'a> Config<'a> {
   ) -> ::flatbuffers::WIPOffset<Config<'bldr>> {
     let mut builder = ConfigBuilder::new(_fbb);
     builder.add_buffer_cap_bytes(args.buffer_cap_bytes);
+    builder.add_max_message_bytes(args.max_message_bytes);
     builder.add_give_up_secs(args.give_up_secs);
     builder.add_ping_interval_ms(args.ping_interval_ms);
     builder.add_push_interval_ms(args.push_interval_ms);
@@ -890,6 +1321,13 @@ impl<'a> Config<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<u32>(Config::VT_GIVE_UP_SECS, Some(0)).unwrap()}
   }
+  #[inline]
+  pub fn max_message_bytes(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(Config::VT_MAX_MESSAGE_BYTES, Some(0)).unwrap()}
+  }
 }
 
 impl ::flatbuffers::Verifiable for Config<'_> {
@@ -903,6 +1341,7 @@ impl ::flatbuffers::Verifiable for Config<'_> {
      .visit_field::<u32>("ping_interval_ms", Self::VT_PING_INTERVAL_MS, false)?
      .visit_field::<u64>("buffer_cap_bytes", Self::VT_BUFFER_CAP_BYTES, false)?
      .visit_field::<u32>("give_up_secs", Self::VT_GIVE_UP_SECS, false)?
+     .visit_field::<u32>("max_message_bytes", Self::VT_MAX_MESSAGE_BYTES, false)?
      .finish();
     Ok(())
   }
@@ -913,6 +1352,7 @@ pub struct ConfigArgs<'a> {
     pub ping_interval_ms: u32,
     pub buffer_cap_bytes: u64,
     pub give_up_secs: u32,
+    pub max_message_bytes: u32,
 }
 impl<'a> Default for ConfigArgs<'a> {
   #[inline]
@@ -923,6 +1363,7 @@ impl<'a> Default for ConfigArgs<'a> {
       ping_interval_ms: 0,
       buffer_cap_bytes: 0,
       give_up_secs: 0,
+      max_message_bytes: 0,
     }
   }
 }
@@ -953,6 +1394,10 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ConfigBuilder<'a, 'b, A> {
     self.fbb_.push_slot::<u32>(Config::VT_GIVE_UP_SECS, give_up_secs, 0);
   }
   #[inline]
+  pub fn add_max_message_bytes(&mut self, max_message_bytes: u32) {
+    self.fbb_.push_slot::<u32>(Config::VT_MAX_MESSAGE_BYTES, max_message_bytes, 0);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> ConfigBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     ConfigBuilder {
@@ -975,6 +1420,7 @@ impl ::core::fmt::Debug for Config<'_> {
       ds.field("ping_interval_ms", &self.ping_interval_ms());
       ds.field("buffer_cap_bytes", &self.buffer_cap_bytes());
       ds.field("give_up_secs", &self.give_up_secs());
+      ds.field("max_message_bytes", &self.max_message_bytes());
       ds.finish()
   }
 }
@@ -1145,6 +1591,12 @@ impl<'a> ::flatbuffers::Follow<'a> for Batch<'a> {
 impl<'a> Batch<'a> {
   pub const VT_SEQ: ::flatbuffers::VOffsetT = 4;
   pub const VT_SNAPSHOTS: ::flatbuffers::VOffsetT = 6;
+  pub const VT_EPOCH: ::flatbuffers::VOffsetT = 8;
+  pub const VT_AGENT_CLOCK_NS: ::flatbuffers::VOffsetT = 10;
+  pub const VT_AGENT_BOOTTIME_NS: ::flatbuffers::VOffsetT = 12;
+  pub const VT_CONFIG_HASH: ::flatbuffers::VOffsetT = 14;
+  pub const VT_CONFIG_STATUS: ::flatbuffers::VOffsetT = 16;
+  pub const VT_BUFFER_STATE: ::flatbuffers::VOffsetT = 18;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -1156,8 +1608,14 @@ impl<'a> Batch<'a> {
     args: &'args BatchArgs<'args>
   ) -> ::flatbuffers::WIPOffset<Batch<'bldr>> {
     let mut builder = BatchBuilder::new(_fbb);
+    builder.add_config_hash(args.config_hash);
+    builder.add_agent_boottime_ns(args.agent_boottime_ns);
+    builder.add_agent_clock_ns(args.agent_clock_ns);
+    builder.add_epoch(args.epoch);
     builder.add_seq(args.seq);
     if let Some(x) = args.snapshots { builder.add_snapshots(x); }
+    builder.add_buffer_state(args.buffer_state);
+    builder.add_config_status(args.config_status);
     builder.finish()
   }
 
@@ -1176,6 +1634,48 @@ impl<'a> Batch<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<Snapshot>>>>(Batch::VT_SNAPSHOTS, None)}
   }
+  #[inline]
+  pub fn epoch(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(Batch::VT_EPOCH, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn agent_clock_ns(&self) -> i64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i64>(Batch::VT_AGENT_CLOCK_NS, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn agent_boottime_ns(&self) -> i64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i64>(Batch::VT_AGENT_BOOTTIME_NS, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn config_hash(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(Batch::VT_CONFIG_HASH, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn config_status(&self) -> ConfigStatus {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<ConfigStatus>(Batch::VT_CONFIG_STATUS, Some(ConfigStatus::Unknown)).unwrap()}
+  }
+  #[inline]
+  pub fn buffer_state(&self) -> BufferState {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<BufferState>(Batch::VT_BUFFER_STATE, Some(BufferState::Disk)).unwrap()}
+  }
 }
 
 impl ::flatbuffers::Verifiable for Batch<'_> {
@@ -1186,6 +1686,12 @@ impl ::flatbuffers::Verifiable for Batch<'_> {
     v.visit_table(pos)?
      .visit_field::<u64>("seq", Self::VT_SEQ, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<Snapshot>>>>("snapshots", Self::VT_SNAPSHOTS, false)?
+     .visit_field::<u64>("epoch", Self::VT_EPOCH, false)?
+     .visit_field::<i64>("agent_clock_ns", Self::VT_AGENT_CLOCK_NS, false)?
+     .visit_field::<i64>("agent_boottime_ns", Self::VT_AGENT_BOOTTIME_NS, false)?
+     .visit_field::<u64>("config_hash", Self::VT_CONFIG_HASH, false)?
+     .visit_field::<ConfigStatus>("config_status", Self::VT_CONFIG_STATUS, false)?
+     .visit_field::<BufferState>("buffer_state", Self::VT_BUFFER_STATE, false)?
      .finish();
     Ok(())
   }
@@ -1193,6 +1699,12 @@ impl ::flatbuffers::Verifiable for Batch<'_> {
 pub struct BatchArgs<'a> {
     pub seq: u64,
     pub snapshots: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<Snapshot<'a>>>>>,
+    pub epoch: u64,
+    pub agent_clock_ns: i64,
+    pub agent_boottime_ns: i64,
+    pub config_hash: u64,
+    pub config_status: ConfigStatus,
+    pub buffer_state: BufferState,
 }
 impl<'a> Default for BatchArgs<'a> {
   #[inline]
@@ -1200,6 +1712,12 @@ impl<'a> Default for BatchArgs<'a> {
     BatchArgs {
       seq: 0,
       snapshots: None,
+      epoch: 0,
+      agent_clock_ns: 0,
+      agent_boottime_ns: 0,
+      config_hash: 0,
+      config_status: ConfigStatus::Unknown,
+      buffer_state: BufferState::Disk,
     }
   }
 }
@@ -1216,6 +1734,30 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> BatchBuilder<'a, 'b, A> {
   #[inline]
   pub fn add_snapshots(&mut self, snapshots: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<Snapshot<'b >>>>) {
     self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Batch::VT_SNAPSHOTS, snapshots);
+  }
+  #[inline]
+  pub fn add_epoch(&mut self, epoch: u64) {
+    self.fbb_.push_slot::<u64>(Batch::VT_EPOCH, epoch, 0);
+  }
+  #[inline]
+  pub fn add_agent_clock_ns(&mut self, agent_clock_ns: i64) {
+    self.fbb_.push_slot::<i64>(Batch::VT_AGENT_CLOCK_NS, agent_clock_ns, 0);
+  }
+  #[inline]
+  pub fn add_agent_boottime_ns(&mut self, agent_boottime_ns: i64) {
+    self.fbb_.push_slot::<i64>(Batch::VT_AGENT_BOOTTIME_NS, agent_boottime_ns, 0);
+  }
+  #[inline]
+  pub fn add_config_hash(&mut self, config_hash: u64) {
+    self.fbb_.push_slot::<u64>(Batch::VT_CONFIG_HASH, config_hash, 0);
+  }
+  #[inline]
+  pub fn add_config_status(&mut self, config_status: ConfigStatus) {
+    self.fbb_.push_slot::<ConfigStatus>(Batch::VT_CONFIG_STATUS, config_status, ConfigStatus::Unknown);
+  }
+  #[inline]
+  pub fn add_buffer_state(&mut self, buffer_state: BufferState) {
+    self.fbb_.push_slot::<BufferState>(Batch::VT_BUFFER_STATE, buffer_state, BufferState::Disk);
   }
   #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> BatchBuilder<'a, 'b, A> {
@@ -1237,6 +1779,12 @@ impl ::core::fmt::Debug for Batch<'_> {
     let mut ds = f.debug_struct("Batch");
       ds.field("seq", &self.seq());
       ds.field("snapshots", &self.snapshots());
+      ds.field("epoch", &self.epoch());
+      ds.field("agent_clock_ns", &self.agent_clock_ns());
+      ds.field("agent_boottime_ns", &self.agent_boottime_ns());
+      ds.field("config_hash", &self.config_hash());
+      ds.field("config_status", &self.config_status());
+      ds.field("buffer_state", &self.buffer_state());
       ds.finish()
   }
 }
@@ -1258,6 +1806,7 @@ impl<'a> ::flatbuffers::Follow<'a> for Ack<'a> {
 
 impl<'a> Ack<'a> {
   pub const VT_SEQ: ::flatbuffers::VOffsetT = 4;
+  pub const VT_EPOCH: ::flatbuffers::VOffsetT = 6;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -1269,6 +1818,7 @@ impl<'a> Ack<'a> {
     args: &'args AckArgs
   ) -> ::flatbuffers::WIPOffset<Ack<'bldr>> {
     let mut builder = AckBuilder::new(_fbb);
+    builder.add_epoch(args.epoch);
     builder.add_seq(args.seq);
     builder.finish()
   }
@@ -1281,6 +1831,13 @@ impl<'a> Ack<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<u64>(Ack::VT_SEQ, Some(0)).unwrap()}
   }
+  #[inline]
+  pub fn epoch(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(Ack::VT_EPOCH, Some(0)).unwrap()}
+  }
 }
 
 impl ::flatbuffers::Verifiable for Ack<'_> {
@@ -1290,18 +1847,21 @@ impl ::flatbuffers::Verifiable for Ack<'_> {
   ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
     v.visit_table(pos)?
      .visit_field::<u64>("seq", Self::VT_SEQ, false)?
+     .visit_field::<u64>("epoch", Self::VT_EPOCH, false)?
      .finish();
     Ok(())
   }
 }
 pub struct AckArgs {
     pub seq: u64,
+    pub epoch: u64,
 }
 impl<'a> Default for AckArgs {
   #[inline]
   fn default() -> Self {
     AckArgs {
       seq: 0,
+      epoch: 0,
     }
   }
 }
@@ -1314,6 +1874,10 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> AckBuilder<'a, 'b, A> {
   #[inline]
   pub fn add_seq(&mut self, seq: u64) {
     self.fbb_.push_slot::<u64>(Ack::VT_SEQ, seq, 0);
+  }
+  #[inline]
+  pub fn add_epoch(&mut self, epoch: u64) {
+    self.fbb_.push_slot::<u64>(Ack::VT_EPOCH, epoch, 0);
   }
   #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> AckBuilder<'a, 'b, A> {
@@ -1334,6 +1898,7 @@ impl ::core::fmt::Debug for Ack<'_> {
   fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
     let mut ds = f.debug_struct("Ack");
       ds.field("seq", &self.seq());
+      ds.field("epoch", &self.epoch());
       ds.finish()
   }
 }
@@ -1738,6 +2303,9 @@ impl<'a> Snapshot<'a> {
   pub const VT_DISK: ::flatbuffers::VOffsetT = 20;
   pub const VT_TEMP: ::flatbuffers::VOffsetT = 22;
   pub const VT_HEALTH: ::flatbuffers::VOffsetT = 24;
+  pub const VT_BOOTTIME_NS: ::flatbuffers::VOffsetT = 26;
+  pub const VT_CLOCK_SYNC: ::flatbuffers::VOffsetT = 28;
+  pub const VT_BOOT_ID: ::flatbuffers::VOffsetT = 30;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -1749,7 +2317,9 @@ impl<'a> Snapshot<'a> {
     args: &'args SnapshotArgs<'args>
   ) -> ::flatbuffers::WIPOffset<Snapshot<'bldr>> {
     let mut builder = SnapshotBuilder::new(_fbb);
+    builder.add_boottime_ns(args.boottime_ns);
     builder.add_time_ns(args.time_ns);
+    if let Some(x) = args.boot_id { builder.add_boot_id(x); }
     if let Some(x) = args.health { builder.add_health(x); }
     if let Some(x) = args.temp { builder.add_temp(x); }
     if let Some(x) = args.disk { builder.add_disk(x); }
@@ -1760,6 +2330,7 @@ impl<'a> Snapshot<'a> {
     if let Some(x) = args.mem { builder.add_mem(x); }
     if let Some(x) = args.kernel { builder.add_kernel(x); }
     if let Some(x) = args.cpu { builder.add_cpu(x); }
+    builder.add_clock_sync(args.clock_sync);
     builder.finish()
   }
 
@@ -1841,6 +2412,27 @@ impl<'a> Snapshot<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<Health>>(Snapshot::VT_HEALTH, None)}
   }
+  #[inline]
+  pub fn boottime_ns(&self) -> i64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i64>(Snapshot::VT_BOOTTIME_NS, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn clock_sync(&self) -> ClockSync {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<ClockSync>(Snapshot::VT_CLOCK_SYNC, Some(ClockSync::Unknown)).unwrap()}
+  }
+  #[inline]
+  pub fn boot_id(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(Snapshot::VT_BOOT_ID, None)}
+  }
 }
 
 impl ::flatbuffers::Verifiable for Snapshot<'_> {
@@ -1860,6 +2452,9 @@ impl ::flatbuffers::Verifiable for Snapshot<'_> {
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<Disk>>>>("disk", Self::VT_DISK, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<Temp>>>>("temp", Self::VT_TEMP, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<Health>>("health", Self::VT_HEALTH, false)?
+     .visit_field::<i64>("boottime_ns", Self::VT_BOOTTIME_NS, false)?
+     .visit_field::<ClockSync>("clock_sync", Self::VT_CLOCK_SYNC, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("boot_id", Self::VT_BOOT_ID, false)?
      .finish();
     Ok(())
   }
@@ -1876,6 +2471,9 @@ pub struct SnapshotArgs<'a> {
     pub disk: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<Disk<'a>>>>>,
     pub temp: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<Temp<'a>>>>>,
     pub health: Option<::flatbuffers::WIPOffset<Health<'a>>>,
+    pub boottime_ns: i64,
+    pub clock_sync: ClockSync,
+    pub boot_id: Option<::flatbuffers::WIPOffset<&'a str>>,
 }
 impl<'a> Default for SnapshotArgs<'a> {
   #[inline]
@@ -1892,6 +2490,9 @@ impl<'a> Default for SnapshotArgs<'a> {
       disk: None,
       temp: None,
       health: None,
+      boottime_ns: 0,
+      clock_sync: ClockSync::Unknown,
+      boot_id: None,
     }
   }
 }
@@ -1946,6 +2547,18 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> SnapshotBuilder<'a, 'b, A> {
     self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<Health>>(Snapshot::VT_HEALTH, health);
   }
   #[inline]
+  pub fn add_boottime_ns(&mut self, boottime_ns: i64) {
+    self.fbb_.push_slot::<i64>(Snapshot::VT_BOOTTIME_NS, boottime_ns, 0);
+  }
+  #[inline]
+  pub fn add_clock_sync(&mut self, clock_sync: ClockSync) {
+    self.fbb_.push_slot::<ClockSync>(Snapshot::VT_CLOCK_SYNC, clock_sync, ClockSync::Unknown);
+  }
+  #[inline]
+  pub fn add_boot_id(&mut self, boot_id: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Snapshot::VT_BOOT_ID, boot_id);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> SnapshotBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     SnapshotBuilder {
@@ -1974,6 +2587,9 @@ impl ::core::fmt::Debug for Snapshot<'_> {
       ds.field("disk", &self.disk());
       ds.field("temp", &self.temp());
       ds.field("health", &self.health());
+      ds.field("boottime_ns", &self.boottime_ns());
+      ds.field("clock_sync", &self.clock_sync());
+      ds.field("boot_id", &self.boot_id());
       ds.finish()
   }
 }
@@ -3825,6 +4441,10 @@ impl<'a> Health<'a> {
   pub const VT_RECONNECTS: ::flatbuffers::VOffsetT = 10;
   pub const VT_COLLECT_US: ::flatbuffers::VOffsetT = 12;
   pub const VT_PARSE_ERRORS: ::flatbuffers::VOffsetT = 14;
+  pub const VT_BUFFER_STATE: ::flatbuffers::VOffsetT = 16;
+  pub const VT_MEMORY_BATCHES: ::flatbuffers::VOffsetT = 18;
+  pub const VT_DEAD_LETTER_BATCHES: ::flatbuffers::VOffsetT = 20;
+  pub const VT_DROPPED_SNAPSHOTS: ::flatbuffers::VOffsetT = 22;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -3836,12 +4456,16 @@ impl<'a> Health<'a> {
     args: &'args HealthArgs
   ) -> ::flatbuffers::WIPOffset<Health<'bldr>> {
     let mut builder = HealthBuilder::new(_fbb);
+    builder.add_dropped_snapshots(args.dropped_snapshots);
+    builder.add_dead_letter_batches(args.dead_letter_batches);
+    builder.add_memory_batches(args.memory_batches);
     builder.add_parse_errors(args.parse_errors);
     builder.add_collect_us(args.collect_us);
     builder.add_reconnects(args.reconnects);
     builder.add_dropped_batches(args.dropped_batches);
     builder.add_buffered_bytes(args.buffered_bytes);
     builder.add_buffered_batches(args.buffered_batches);
+    builder.add_buffer_state(args.buffer_state);
     builder.finish()
   }
 
@@ -3888,6 +4512,34 @@ impl<'a> Health<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<u64>(Health::VT_PARSE_ERRORS, Some(0)).unwrap()}
   }
+  #[inline]
+  pub fn buffer_state(&self) -> BufferState {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<BufferState>(Health::VT_BUFFER_STATE, Some(BufferState::Disk)).unwrap()}
+  }
+  #[inline]
+  pub fn memory_batches(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(Health::VT_MEMORY_BATCHES, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn dead_letter_batches(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(Health::VT_DEAD_LETTER_BATCHES, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn dropped_snapshots(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(Health::VT_DROPPED_SNAPSHOTS, Some(0)).unwrap()}
+  }
 }
 
 impl ::flatbuffers::Verifiable for Health<'_> {
@@ -3902,6 +4554,10 @@ impl ::flatbuffers::Verifiable for Health<'_> {
      .visit_field::<u64>("reconnects", Self::VT_RECONNECTS, false)?
      .visit_field::<u64>("collect_us", Self::VT_COLLECT_US, false)?
      .visit_field::<u64>("parse_errors", Self::VT_PARSE_ERRORS, false)?
+     .visit_field::<BufferState>("buffer_state", Self::VT_BUFFER_STATE, false)?
+     .visit_field::<u64>("memory_batches", Self::VT_MEMORY_BATCHES, false)?
+     .visit_field::<u64>("dead_letter_batches", Self::VT_DEAD_LETTER_BATCHES, false)?
+     .visit_field::<u64>("dropped_snapshots", Self::VT_DROPPED_SNAPSHOTS, false)?
      .finish();
     Ok(())
   }
@@ -3913,6 +4569,10 @@ pub struct HealthArgs {
     pub reconnects: u64,
     pub collect_us: u64,
     pub parse_errors: u64,
+    pub buffer_state: BufferState,
+    pub memory_batches: u64,
+    pub dead_letter_batches: u64,
+    pub dropped_snapshots: u64,
 }
 impl<'a> Default for HealthArgs {
   #[inline]
@@ -3924,6 +4584,10 @@ impl<'a> Default for HealthArgs {
       reconnects: 0,
       collect_us: 0,
       parse_errors: 0,
+      buffer_state: BufferState::Disk,
+      memory_batches: 0,
+      dead_letter_batches: 0,
+      dropped_snapshots: 0,
     }
   }
 }
@@ -3958,6 +4622,22 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> HealthBuilder<'a, 'b, A> {
     self.fbb_.push_slot::<u64>(Health::VT_PARSE_ERRORS, parse_errors, 0);
   }
   #[inline]
+  pub fn add_buffer_state(&mut self, buffer_state: BufferState) {
+    self.fbb_.push_slot::<BufferState>(Health::VT_BUFFER_STATE, buffer_state, BufferState::Disk);
+  }
+  #[inline]
+  pub fn add_memory_batches(&mut self, memory_batches: u64) {
+    self.fbb_.push_slot::<u64>(Health::VT_MEMORY_BATCHES, memory_batches, 0);
+  }
+  #[inline]
+  pub fn add_dead_letter_batches(&mut self, dead_letter_batches: u64) {
+    self.fbb_.push_slot::<u64>(Health::VT_DEAD_LETTER_BATCHES, dead_letter_batches, 0);
+  }
+  #[inline]
+  pub fn add_dropped_snapshots(&mut self, dropped_snapshots: u64) {
+    self.fbb_.push_slot::<u64>(Health::VT_DROPPED_SNAPSHOTS, dropped_snapshots, 0);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> HealthBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     HealthBuilder {
@@ -3981,6 +4661,10 @@ impl ::core::fmt::Debug for Health<'_> {
       ds.field("reconnects", &self.reconnects());
       ds.field("collect_us", &self.collect_us());
       ds.field("parse_errors", &self.parse_errors());
+      ds.field("buffer_state", &self.buffer_state());
+      ds.field("memory_batches", &self.memory_batches());
+      ds.field("dead_letter_batches", &self.dead_letter_batches());
+      ds.field("dropped_snapshots", &self.dropped_snapshots());
       ds.finish()
   }
 }

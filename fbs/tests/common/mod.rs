@@ -21,6 +21,15 @@ pub fn full_hello() -> Hello {
         agent_version: "0.1.0".into(),
         boot_time: 1_700_000_000,
         agent_clock_ns: -1_700_000_000_123_456_789,
+        installation: "9f8e7d6c5b4a39281706f5e4d3c2b1a0".into(),
+        epoch: 0xfeed_beef_dead_c0de,
+        boot_id: "2f0b8f9e-6c1d-4e55-9a7b-0c3d2e1f4a5b".into(),
+        agent_boottime_ns: 12_345_678_901,
+        clock_sync: ClockSync::Unsynced,
+        config_hash: 0x1234_5678_9abc_def0,
+        config_status: ConfigStatus::Failed,
+        config_error: "period 0 for every kind".into(),
+        buffer_state: BufferState::ReadOnly,
     }
 }
 
@@ -42,6 +51,7 @@ pub fn full_config() -> Config {
         ping_interval_ms: 12,
         buffer_cap_bytes: u64::MAX,
         give_up_secs: u32::MAX,
+        max_message_bytes: 13,
     }
 }
 
@@ -196,7 +206,14 @@ pub fn full_snapshot(i: u64) -> Snapshot {
             reconnects: b + 84,
             collect_us: b + 85,
             parse_errors: b + 86,
+            buffer_state: BufferState::DiskFull,
+            memory_batches: 17,
+            dead_letter_batches: 18,
+            dropped_snapshots: 19,
         }),
+        boottime_ns: 1_000_000_000 + i as i64,
+        clock_sync: ClockSync::Synced,
+        boot_id: "2f0b8f9e-6c1d-4e55-9a7b-0c3d2e1f4a5b".into(),
     }
 }
 
@@ -204,6 +221,12 @@ pub fn full_batch() -> Batch {
     Batch {
         seq: u64::MAX - 7,
         snapshots: (0..4).map(full_snapshot).collect(),
+        epoch: 0x0bad_cafe_f00d_1234,
+        agent_clock_ns: 1_700_000_001_000_000_000,
+        agent_boottime_ns: 99_000_000_000,
+        config_hash: 77,
+        config_status: ConfigStatus::Applied,
+        buffer_state: BufferState::DiskFailed,
     }
 }
 
@@ -219,7 +242,10 @@ pub fn all_full_messages() -> Vec<Message> {
         }),
         Message::Config(full_config()),
         Message::Batch(full_batch()),
-        Message::Ack(Ack { seq: u64::MAX }),
+        Message::Ack(Ack {
+            seq: u64::MAX,
+            epoch: 3,
+        }),
         Message::Reject(Reject {
             code: RejectCode::ShuttingDown,
             message: "factory stopping \"now\"".into(),
@@ -258,6 +284,7 @@ pub fn compact_batch() -> Batch {
     Batch {
         seq: 77,
         snapshots: vec![s],
+        ..Batch::default()
     }
 }
 
