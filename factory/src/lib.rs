@@ -3,6 +3,7 @@
 //! the sink, acknowledging each batch once it is durable.
 //!
 //! # Layout
+//! - [`clock`]: agent clock offsets and the rebuilt time of snapshots taken while wrong.
 //! - [`config`]: the JSON config file, its validation, effective Config per client.
 //! - [`server`]: [`Factory`]: shared state, accept loop and limits, reload, graceful shutdown.
 //! - `session`: one connection's state machine (Hello -> Welcome/Reject -> Batches -> Acks).
@@ -18,6 +19,7 @@
 #![warn(missing_docs)]
 
 pub mod admin;
+pub mod clock;
 pub mod config;
 pub mod error;
 pub mod ids;
