@@ -82,7 +82,8 @@ fn pi_tree_every_fact_of_one_round() -> std::io::Result<()> {
             boot_time: 1731310462,
             context_switches: 7845121,
             interrupts: 4312887,
-            processes_forked: 6093
+            processes_forked: 6093,
+            ..Default::default()
         })
     );
     assert_eq!(
@@ -98,6 +99,7 @@ fn pi_tree_every_fact_of_one_round() -> std::io::Result<()> {
             inactive: 945896 * KB,
             slab: 116120 * KB,
             shared: 103648 * KB,
+            ..Default::default()
         })
     );
     assert_eq!(
@@ -105,7 +107,8 @@ fn pi_tree_every_fact_of_one_round() -> std::io::Result<()> {
         Some(Swap {
             total: 524284 * KB,
             used: 0,
-            free: 524284 * KB
+            free: 524284 * KB,
+            ..Default::default()
         })
     );
     let sys = snap.system.ok_or(std::io::Error::other("no system fact"))?;

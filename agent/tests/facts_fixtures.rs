@@ -71,7 +71,8 @@ fn x86_stat() -> Result<(), Box<dyn std::error::Error>> {
             boot_time: 1795865444,
             context_switches: 844280,
             interrupts: 567394,
-            processes_forked: 21889
+            processes_forked: 21889,
+            ..Default::default()
         })
     );
     Ok(())
@@ -93,6 +94,7 @@ fn x86_meminfo() -> Result<(), Box<dyn std::error::Error>> {
             inactive: 1799724 * KB,
             slab: 256784 * KB,
             shared: 8856 * KB,
+            ..Default::default()
         }
     );
     assert_eq!(
@@ -100,7 +102,8 @@ fn x86_meminfo() -> Result<(), Box<dyn std::error::Error>> {
         Swap {
             total: 0,
             used: 0,
-            free: 0
+            free: 0,
+            ..Default::default()
         }
     );
     Ok(())
@@ -158,6 +161,7 @@ fn x86_diskstats_20_columns() -> Result<(), Box<dyn std::error::Error>> {
             iops_in_progress: 0,
             merged_reads: 7123,
             merged_writes: 57078,
+            ..Default::default()
         }
     );
     assert_eq!(disk(&v, "zram0").reads, 0);
@@ -225,7 +229,8 @@ fn pi_stat_and_kernel() -> Result<(), Box<dyn std::error::Error>> {
             boot_time: 1731310462,
             context_switches: 7845121,
             interrupts: 4312887,
-            processes_forked: 6093
+            processes_forked: 6093,
+            ..Default::default()
         })
     );
     Ok(())
@@ -283,6 +288,7 @@ fn pi_meminfo() -> Result<(), Box<dyn std::error::Error>> {
             inactive: 945896 * KB,
             slab: 116120 * KB,
             shared: 103648 * KB,
+            ..Default::default()
         }
     );
     assert_eq!(
@@ -290,7 +296,8 @@ fn pi_meminfo() -> Result<(), Box<dyn std::error::Error>> {
         Swap {
             total: 524284 * KB,
             used: 0,
-            free: 524284 * KB
+            free: 524284 * KB,
+            ..Default::default()
         }
     );
     Ok(())
@@ -349,6 +356,7 @@ fn pi_diskstats_mmcblk0() -> Result<(), Box<dyn std::error::Error>> {
             iops_in_progress: 0,
             merged_reads: 5120,
             merged_writes: 3890,
+            ..Default::default()
         }
     );
     assert_eq!(disk(&v, "mmcblk0p1").read_bytes, 24110 * 512);
@@ -453,7 +461,8 @@ fn pi_meminfo_32_and_64_bit() -> Result<(), Box<dyn std::error::Error>> {
         Swap {
             total: 102396 * KB,
             used: 0,
-            free: 102396 * KB
+            free: 102396 * KB,
+            ..Default::default()
         }
     );
     let m64 = procfs("pi4-aarch64-bullseye-gamemann-sl02").meminfo()?;
@@ -504,7 +513,8 @@ fn old_stat_with_7_value_cpu_lines() -> Result<(), Box<dyn std::error::Error>> {
             boot_time: 1062191376,
             context_switches: 1990473,
             interrupts: 114930548,
-            processes_forked: 2915
+            processes_forked: 2915,
+            ..Default::default()
         })
     );
     Ok(())
@@ -527,6 +537,7 @@ fn old_meminfo_without_mem_available() -> Result<(), Box<dyn std::error::Error>>
             inactive: 459232 * KB,
             slab: 51156 * KB,
             shared: 0,
+            ..Default::default()
         }
     );
     assert_eq!(
@@ -534,7 +545,8 @@ fn old_meminfo_without_mem_available() -> Result<(), Box<dyn std::error::Error>>
         Swap {
             total: 2096440 * KB,
             used: 48 * KB,
-            free: 2096392 * KB
+            free: 2096392 * KB,
+            ..Default::default()
         }
     );
     Ok(())
@@ -559,6 +571,7 @@ fn old_diskstats_14_and_7_columns() -> Result<(), Box<dyn std::error::Error>> {
             iops_in_progress: 0,
             merged_reads: 784926,
             merged_writes: 312726,
+            ..Default::default()
         }
     );
     assert_eq!(

@@ -56,6 +56,7 @@ fn snapshot(t: i64) -> Snapshot {
             load15: 0.3,
             n_cpus: 4,
             uptime: 1000,
+            ..Default::default()
         }),
         net: vec![Net {
             interface: "eth0".into(),

@@ -63,10 +63,11 @@ pub struct PeriodsOverride {
     pub disk_ms: Option<u32>,
     pub temp_ms: Option<u32>,
     pub health_ms: Option<u32>,
+    pub processes_ms: Option<u32>,
 }
 
 impl PeriodsOverride {
-    fn fields(&self) -> [(&'static str, Option<u32>); 10] {
+    fn fields(&self) -> [(&'static str, Option<u32>); 11] {
         [
             ("cpu_ms", self.cpu_ms),
             ("kernel_ms", self.kernel_ms),
@@ -78,6 +79,7 @@ impl PeriodsOverride {
             ("disk_ms", self.disk_ms),
             ("temp_ms", self.temp_ms),
             ("health_ms", self.health_ms),
+            ("processes_ms", self.processes_ms),
         ]
     }
 
@@ -97,6 +99,7 @@ impl PeriodsOverride {
         set(&mut p.disk_ms, self.disk_ms);
         set(&mut p.temp_ms, self.temp_ms);
         set(&mut p.health_ms, self.health_ms);
+        set(&mut p.processes_ms, self.processes_ms);
     }
 }
 
@@ -410,6 +413,7 @@ const PERIODS_SHAPE: Shape = Shape::Obj(&[
     ("disk_ms", Shape::Int(u32::MAX as u64)),
     ("temp_ms", Shape::Int(u32::MAX as u64)),
     ("health_ms", Shape::Int(u32::MAX as u64)),
+    ("processes_ms", Shape::Int(u32::MAX as u64)),
 ]);
 
 const OVERRIDE_SHAPE: Shape = Shape::Obj(&[

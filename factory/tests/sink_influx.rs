@@ -98,6 +98,7 @@ fn snapshot() -> Snapshot {
             slab: 5,
             // Above i64::MAX: the encoder clamps, InfluxDB must hold exactly i64::MAX.
             shared: u64::MAX,
+            ..Default::default()
         }),
         system: Some(System {
             load1: 0.52,
@@ -105,6 +106,7 @@ fn snapshot() -> Snapshot {
             load15: 12.75,
             n_cpus: 4,
             uptime: 123_456,
+            ..Default::default()
         }),
         net: vec![Net {
             interface: "eth0".into(),
@@ -127,6 +129,7 @@ fn snapshot() -> Snapshot {
             inodes_total: 1_900_000,
             inodes_free: 1_800_000,
             inodes_used: 100_000,
+            ..Default::default()
         }],
         temp: vec![Temp {
             sensor: "cpu-thermal".into(),

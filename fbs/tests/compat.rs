@@ -197,6 +197,9 @@ fn config_hash_is_stable_and_sees_every_field() {
     c.max_message_bytes += 1;
     variants.push(c);
     let mut c = base;
+    c.periods.processes_ms += 1;
+    variants.push(c);
+    let mut c = base;
     c.buffer_cap_bytes -= 1;
     variants.push(c);
     let mut hashes: Vec<u64> = variants.iter().map(Config::hash).collect();
@@ -209,5 +212,5 @@ fn config_hash_is_stable_and_sees_every_field() {
     );
 }
 
-/// `Config::default().hash()` as release 0.2 computes it.
-const RECORDED_DEFAULT_HASH: u64 = 6_304_011_934_662_885_811;
+/// `Config::default().hash()` as release 0.2 computes it (with `processes_ms`, issue 19).
+const RECORDED_DEFAULT_HASH: u64 = 14_259_778_155_083_896_554;

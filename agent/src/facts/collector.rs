@@ -463,6 +463,7 @@ impl Collector {
             load15: load.load15,
             n_cpus: self.n_cpus.unwrap_or(0),
             uptime: up.secs(),
+            ..Default::default()
         })
     }
 

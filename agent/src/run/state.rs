@@ -230,6 +230,7 @@ impl From<StoredConfig> for Config {
                 disk_ms: s.disk_ms,
                 temp_ms: s.temp_ms,
                 health_ms: s.health_ms,
+                ..Default::default()
             },
             push_interval_ms: s.push_interval_ms,
             ping_interval_ms: s.ping_interval_ms,

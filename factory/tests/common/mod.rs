@@ -298,6 +298,7 @@ pub fn snapshot(time_ns: i64, backlog: u64) -> Snapshot {
             load15: 0.125,
             n_cpus: 4,
             uptime: 100,
+            ..Default::default()
         }),
         health: Some(Health {
             buffered_batches: backlog,

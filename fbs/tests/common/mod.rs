@@ -46,6 +46,7 @@ pub fn full_config() -> Config {
             disk_ms: 8,
             temp_ms: 9,
             health_ms: 10,
+            processes_ms: 14,
         },
         push_interval_ms: 11,
         ping_interval_ms: 12,
@@ -86,6 +87,7 @@ pub fn full_snapshot(i: u64) -> Snapshot {
             context_switches: b + 2,
             interrupts: b + 3,
             processes_forked: u64::MAX - i,
+            entropy_avail: Some(256 + i),
         }),
         mem: Some(Mem {
             total: b + 11,
@@ -98,11 +100,35 @@ pub fn full_snapshot(i: u64) -> Snapshot {
             inactive: b + 18,
             slab: b + 19,
             shared: b + 20,
+            commit_limit: b + 101,
+            committed_as: b + 102,
+            dirty: b + 103,
+            high_free: b + 104,
+            high_total: b + 105,
+            huge_pages_free: b + 106,
+            huge_page_size: b + 107,
+            huge_pages_total: b + 108,
+            low_free: b + 109,
+            low_total: b + 110,
+            mapped: b + 111,
+            page_tables: b + 112,
+            sreclaimable: b + 113,
+            sunreclaim: b + 114,
+            swap_cached: b + 115,
+            swap_free: b + 116,
+            swap_total: b + 117,
+            vmalloc_chunk: b + 118,
+            vmalloc_total: b + 119,
+            vmalloc_used: b + 120,
+            write_back: b + 121,
+            write_back_tmp: b + 122,
         }),
         swap: Some(Swap {
             total: b + 21,
             used: b + 22,
             free: b + 23,
+            sin: Some(b + 24),
+            sout: Some(0),
         }),
         system: Some(System {
             load1: 0.25 + i as f64,
@@ -110,6 +136,8 @@ pub fn full_snapshot(i: u64) -> Snapshot {
             load15: 1e-300,
             n_cpus: 4,
             uptime: b + 31,
+            n_users: Some(3),
+            n_unique_users: Some(0),
         }),
         net: vec![
             Net {
@@ -149,6 +177,9 @@ pub fn full_snapshot(i: u64) -> Snapshot {
                 iops_in_progress: b + 59,
                 merged_reads: b + 60,
                 merged_writes: b + 61,
+                io_await: Some(1.25),
+                io_svctm: Some(0.0),
+                io_util: Some(99.5),
             },
             DiskIo {
                 name: "sda".into(),
@@ -163,6 +194,7 @@ pub fn full_snapshot(i: u64) -> Snapshot {
                 iops_in_progress: 1,
                 merged_reads: 10,
                 merged_writes: 11,
+                ..DiskIo::default()
             },
         ],
         disk: vec![
@@ -176,6 +208,7 @@ pub fn full_snapshot(i: u64) -> Snapshot {
                 inodes_total: b + 74,
                 inodes_free: b + 75,
                 inodes_used: b + 76,
+                mode: "rw".into(),
             },
             Disk {
                 path: "/boot/firmware".into(),
@@ -187,6 +220,7 @@ pub fn full_snapshot(i: u64) -> Snapshot {
                 inodes_total: 4,
                 inodes_free: 5,
                 inodes_used: 6,
+                mode: "ro".into(),
             },
         ],
         temp: vec![
@@ -214,6 +248,20 @@ pub fn full_snapshot(i: u64) -> Snapshot {
         boottime_ns: 1_000_000_000 + i as i64,
         clock_sync: ClockSync::Synced,
         boot_id: "2f0b8f9e-6c1d-4e55-9a7b-0c3d2e1f4a5b".into(),
+        processes: Some(Processes {
+            blocked: 1,
+            running: 2,
+            sleeping: 3 + i as u32,
+            stopped: 4,
+            zombies: 5,
+            dead: 6,
+            idle: 7,
+            paging: 8,
+            parked: 9,
+            unknown: 10,
+            total: 55,
+            total_threads: b + 91,
+        }),
     }
 }
 
