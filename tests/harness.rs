@@ -307,7 +307,8 @@ fn factory_config(
             "timeout_ms": 5000 }},
   "defaults": {{
     "periods": {{ "cpu_ms": {p}, "kernel_ms": {p}, "mem_ms": {p}, "swap_ms": {p}, "system_ms": {p},
-                 "net_ms": {p}, "diskio_ms": {p}, "disk_ms": {p}, "temp_ms": {p}, "health_ms": {p} }},
+                 "net_ms": {p}, "diskio_ms": {p}, "disk_ms": {p}, "temp_ms": {p}, "health_ms": {p},
+                 "processes_ms": {p} }},
     "push_interval_ms": {push}, "ping_interval_ms": {ping}, "buffer_cap_bytes": {cap},
     "give_up_secs": 0
   }},

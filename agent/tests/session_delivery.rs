@@ -90,7 +90,7 @@ fn factory_outage_loses_nothing_and_acks_empty_the_buffer() -> Result<(), String
         .iter()
         .flat_map(|b| &b.snapshots)
         .rev()
-        .find_map(|s| s.health)
+        .find_map(|s| s.health.clone())
         .ok_or("no health fact")?;
     assert!(
         health.reconnects >= 1,

@@ -786,7 +786,7 @@ impl Live<'_> {
             .snapshots
             .iter()
             .rev()
-            .find_map(|s| s.health.map(|h| h.buffered_batches));
+            .find_map(|s| s.health.as_ref().map(|h| h.buffered_batches));
         m.points_received
             .fetch_add(points as u64, Ordering::Relaxed);
         if crate::log::enabled(crate::log::INFO) {

@@ -541,7 +541,8 @@ fn snapshot<'a>(fbb: &mut FlatBufferBuilder<'a>, s: &Snapshot) -> WIPOffset<fb::
         };
         fb::Temp::create(fbb, &args)
     });
-    let health = s.health.map(|h| {
+    let health = s.health.as_ref().map(|h| {
+        let agent_version = opt_str(fbb, &h.agent_version);
         fb::Health::create(
             fbb,
             &fb::HealthArgs {
@@ -555,6 +556,7 @@ fn snapshot<'a>(fbb: &mut FlatBufferBuilder<'a>, s: &Snapshot) -> WIPOffset<fb::
                 memory_batches: h.memory_batches,
                 dead_letter_batches: h.dead_letter_batches,
                 dropped_snapshots: h.dropped_snapshots,
+                agent_version,
             },
         )
     });
@@ -889,6 +891,7 @@ fn snapshot_from(s: fb::Snapshot<'_>) -> Snapshot {
             memory_batches: h.memory_batches(),
             dead_letter_batches: h.dead_letter_batches(),
             dropped_snapshots: h.dropped_snapshots(),
+            agent_version: string(h.agent_version()),
         }),
         boottime_ns: s.boottime_ns(),
         clock_sync: clock_sync_from_fb(s.clock_sync()),

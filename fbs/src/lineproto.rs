@@ -315,6 +315,10 @@ pub fn write_health(out: &mut String, tags: &Tags<'_>, h: &Health, ts: i64) -> b
     p.int("memory_batches", h.memory_batches);
     p.int("dead_letter_batches", h.dead_letter_batches);
     p.int("dropped_snapshots", h.dropped_snapshots);
+    // A string field, not a tag: an upgrade must not start new series for the same agent.
+    if !h.agent_version.is_empty() {
+        p.string("agent_version", &h.agent_version);
+    }
     p.finish(ts)
 }
 
@@ -405,8 +409,6 @@ impl<'o> Point<'o> {
         }
     }
 
-    /// No fact has a string field yet; kept so the writer covers every field type.
-    #[allow(dead_code)]
     fn string(&mut self, key: &str, v: &str) {
         self.field_key(key);
         write_string_field(self.out, v);
@@ -952,6 +954,7 @@ mod tests {
             memory_batches: 7,
             dead_letter_batches: 8,
             dropped_snapshots: 9,
+            agent_version: String::new(),
         };
         let (_, out) = lines(|o| write_health(o, &HOST_ONLY, &h, 15));
         assert_eq!(
@@ -959,6 +962,15 @@ mod tests {
             "autofact,host=pi buffered_batches=1i,buffered_bytes=2i,dropped_batches=3i,\
              reconnects=4i,collect_us=5i,parse_errors=6i,buffer_state=2i,memory_batches=7i,\
              dead_letter_batches=8i,dropped_snapshots=9i 15\n"
+        );
+        let h = Health {
+            agent_version: "0.2.0 \"x\"".into(),
+            ..h
+        };
+        let (_, out) = lines(|o| write_health(o, &HOST_ONLY, &h, 15));
+        assert!(
+            out.ends_with(",dropped_snapshots=9i,agent_version=\"0.2.0 \\\"x\\\"\" 15\n"),
+            "{out}"
         );
     }
 

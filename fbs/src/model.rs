@@ -631,7 +631,7 @@ pub struct Processes {
 }
 
 /// The agent's own health (measurement `autofact`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Health {
     /// Batches in the disk buffer, not yet acknowledged.
     pub buffered_batches: u64,
@@ -653,4 +653,6 @@ pub struct Health {
     pub dead_letter_batches: u64,
     /// Snapshots dropped because the memory queue was full (disk refusing writes).
     pub dropped_snapshots: u64,
+    /// The agent's version; empty from agents before release 0.2.
+    pub agent_version: String,
 }

@@ -109,7 +109,7 @@ fn a_first_release_batch_reads_with_every_new_field_at_its_default() {
     let s = &b.snapshots[0];
     assert_eq!(s.time_ns, 1_700_000_000_000_000_000);
     assert_eq!((s.boottime_ns, s.clock_sync), (0, ClockSync::Unknown));
-    let h = s.health.expect("health");
+    let h = s.health.as_ref().expect("health");
     assert_eq!((h.buffered_batches, h.dropped_batches), (3, 1));
     assert_eq!(h.buffer_state, BufferState::Disk);
 }
@@ -142,7 +142,7 @@ fn a_first_release_factory_reads_this_releases_hello_and_batch() {
         Some(batch.snapshots[0].cpu[0].name.as_str())
     );
     let h = first.health().expect("health");
-    let want = batch.snapshots[0].health.expect("health");
+    let want = batch.snapshots[0].health.as_ref().expect("health");
     assert_eq!(h.parse_errors(), want.parse_errors);
 }
 

@@ -7,6 +7,8 @@
 //! - [`meminfo`], [`loadavg`], [`uptime`], [`netdev`] (`/proc/net/dev`), [`diskstats`].
 //! - [`mounts`] `/proc/self/mounts` and filesystem usage through `statvfs`.
 //! - [`thermal`] `/sys/class/thermal/thermal_zone*`.
+//! - [`processes`] `/proc/[pid]/stat` states and threads, [`vmstat`] swap in/out pages,
+//!   [`utmp`] login sessions (Telegraf's `processes`, `swap` in/out and `system` users).
 //! - [`cpuinfo`], [`osrelease`], [`host`]: what the agent says about itself in `Hello`.
 //! - [`collector`]: open-once files, reused buffers, one round into a `Snapshot`.
 //!
@@ -25,9 +27,12 @@ pub mod meminfo;
 pub mod mounts;
 pub mod netdev;
 pub mod osrelease;
+pub mod processes;
 pub mod stat;
 pub mod thermal;
 pub mod uptime;
+pub mod utmp;
+pub mod vmstat;
 
 pub use collector::{Collector, Kinds};
 pub use host::HostInfo;

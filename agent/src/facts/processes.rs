@@ -28,7 +28,12 @@ pub fn parse_stat(s: &str) -> Result<Task, ParseError> {
     let mut toks = s[close + 1..].split_ascii_whitespace();
     let state = match toks.next() {
         Some(t) if t.len() == 1 => t.as_bytes()[0],
-        Some(t) => return Err(ParseError::new(1, format!("state: {t:?} is not one letter"))),
+        Some(t) => {
+            return Err(ParseError::new(
+                1,
+                format!("state: {t:?} is not one letter"),
+            ))
+        }
         None => return Err(ParseError::new(1, "missing state")),
     };
     let threads = super::num(toks.nth(16), 1, "num_threads")?;

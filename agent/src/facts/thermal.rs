@@ -1,5 +1,10 @@
-//! `/sys/class/thermal/thermal_zone*/{type,temp}`: one `temp` fact per zone, the sensor named
-//! by the zone's `type`, the value converted from millidegrees to degrees Celsius.
+//! `/sys/class/thermal/thermal_zone*/{type,temp}`: one `temp` fact per zone, the value converted
+//! from millidegrees to degrees Celsius.
+//!
+//! The sensor is named by the zone's `type`, as Telegraf names thermal zones. Telegraf gives two
+//! zones of one type (x86 machines often have several `acpitz`) the same name, so InfluxDB
+//! keeps one series for both; here a type shared by several zones is suffixed with the zone
+//! number (`acpitz_0`, `acpitz_1`), and a type no other zone has keeps Telegraf's name.
 
 use super::{FactsError, ParseError};
 use std::path::{Path, PathBuf};
@@ -54,9 +59,31 @@ pub fn zone_dirs(dir: &Path) -> Result<Vec<PathBuf>, FactsError> {
     Ok(zones.into_iter().map(|(_, p)| p).collect())
 }
 
+/// Makes `names` (the zones' types, zone `numbers[i]` named `names[i]`) distinct: a name shared
+/// by several zones becomes `<type>_<zone number>`; a unique one is left as it is.
+pub fn distinct_names(numbers: &[u32], names: &mut [String]) {
+    let shared: Vec<bool> = names
+        .iter()
+        .map(|n| names.iter().filter(|m| *m == n).count() > 1)
+        .collect();
+    for ((name, shared), number) in names.iter_mut().zip(shared).zip(numbers) {
+        if shared {
+            name.push('_');
+            name.push_str(&number.to_string());
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shared_types_get_the_zone_number_unique_ones_keep_their_type() {
+        let mut names = ["acpitz", "x86_pkg_temp", "acpitz"].map(String::from);
+        distinct_names(&[0, 1, 3], &mut names);
+        assert_eq!(names, ["acpitz_0", "x86_pkg_temp", "acpitz_3"]);
+    }
 
     #[test]
     fn millidegrees() {

@@ -67,7 +67,14 @@ mod tests {
     fn counts_user_processes_and_distinct_names() {
         // utmp(5): BOOT_TIME = 2, LOGIN_PROCESS = 6, USER_PROCESS = 7, DEAD_PROCESS = 8.
         let mut f = Vec::new();
-        for (k, u) in [(2, "reboot"), (7, "pi"), (6, "LOGIN"), (7, "root"), (7, "pi"), (8, "")] {
+        for (k, u) in [
+            (2, "reboot"),
+            (7, "pi"),
+            (6, "LOGIN"),
+            (7, "root"),
+            (7, "pi"),
+            (8, ""),
+        ] {
             f.extend(record(k, u));
         }
         f.extend([7, 0, 0]); // a record being written

@@ -251,6 +251,7 @@ impl Collect for LiveFacts {
                 Kind::DiskIo => Kinds::DISKIO,
                 Kind::Disk => Kinds::DISK,
                 Kind::Temp => Kinds::TEMP,
+                Kind::Processes => Kinds::PROCESSES,
                 // The scheduler fills health itself, with the buffer's figures.
                 Kind::Health => Kinds::NONE,
             }

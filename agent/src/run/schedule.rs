@@ -40,11 +40,13 @@ pub enum Kind {
     Temp,
     /// `autofact`, the agent's own health; filled by the scheduler, not by [`Collect`].
     Health,
+    /// `processes`
+    Processes,
 }
 
 impl Kind {
     /// Every kind.
-    pub const ALL: [Kind; 10] = [
+    pub const ALL: [Kind; 11] = [
         Kind::Cpu,
         Kind::Kernel,
         Kind::Mem,
@@ -55,6 +57,7 @@ impl Kind {
         Kind::Disk,
         Kind::Temp,
         Kind::Health,
+        Kind::Processes,
     ];
 
     /// This kind's period in `p`, in ms; 0 = disabled.
@@ -70,6 +73,7 @@ impl Kind {
             Kind::Disk => p.disk_ms,
             Kind::Temp => p.temp_ms,
             Kind::Health => p.health_ms,
+            Kind::Processes => p.processes_ms,
         }
     }
 }
@@ -345,6 +349,7 @@ impl Worker {
                 reconnects: sh.reconnects.load(Ordering::Relaxed),
                 collect_us: self.collect_us,
                 parse_errors: self.parts.source.parse_errors(),
+                agent_version: env!("CARGO_PKG_VERSION").into(),
                 ..Health::default()
             });
         }

@@ -192,6 +192,10 @@ struct StoredConfig {
     ping_interval_ms: u32,
     buffer_cap_bytes: u64,
     give_up_secs: u32,
+    // Issue 19; a file written before it has no such key: 0 (processes off) until the factory
+    // sends its Config.
+    #[nserde(default)]
+    processes_ms: u32,
 }
 
 impl From<Config> for StoredConfig {
@@ -212,6 +216,7 @@ impl From<Config> for StoredConfig {
             ping_interval_ms: c.ping_interval_ms,
             buffer_cap_bytes: c.buffer_cap_bytes,
             give_up_secs: c.give_up_secs,
+            processes_ms: p.processes_ms,
         }
     }
 }
@@ -230,7 +235,7 @@ impl From<StoredConfig> for Config {
                 disk_ms: s.disk_ms,
                 temp_ms: s.temp_ms,
                 health_ms: s.health_ms,
-                ..Default::default()
+                processes_ms: s.processes_ms,
             },
             push_interval_ms: s.push_interval_ms,
             ping_interval_ms: s.ping_interval_ms,

@@ -5290,6 +5290,7 @@ impl<'a> Health<'a> {
   pub const VT_MEMORY_BATCHES: ::flatbuffers::VOffsetT = 18;
   pub const VT_DEAD_LETTER_BATCHES: ::flatbuffers::VOffsetT = 20;
   pub const VT_DROPPED_SNAPSHOTS: ::flatbuffers::VOffsetT = 22;
+  pub const VT_AGENT_VERSION: ::flatbuffers::VOffsetT = 24;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -5298,7 +5299,7 @@ impl<'a> Health<'a> {
   #[allow(unused_mut)]
   pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
     _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
-    args: &'args HealthArgs
+    args: &'args HealthArgs<'args>
   ) -> ::flatbuffers::WIPOffset<Health<'bldr>> {
     let mut builder = HealthBuilder::new(_fbb);
     builder.add_dropped_snapshots(args.dropped_snapshots);
@@ -5310,6 +5311,7 @@ impl<'a> Health<'a> {
     builder.add_dropped_batches(args.dropped_batches);
     builder.add_buffered_bytes(args.buffered_bytes);
     builder.add_buffered_batches(args.buffered_batches);
+    if let Some(x) = args.agent_version { builder.add_agent_version(x); }
     builder.add_buffer_state(args.buffer_state);
     builder.finish()
   }
@@ -5385,6 +5387,13 @@ impl<'a> Health<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<u64>(Health::VT_DROPPED_SNAPSHOTS, Some(0)).unwrap()}
   }
+  #[inline]
+  pub fn agent_version(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(Health::VT_AGENT_VERSION, None)}
+  }
 }
 
 impl ::flatbuffers::Verifiable for Health<'_> {
@@ -5403,11 +5412,12 @@ impl ::flatbuffers::Verifiable for Health<'_> {
      .visit_field::<u64>("memory_batches", Self::VT_MEMORY_BATCHES, false)?
      .visit_field::<u64>("dead_letter_batches", Self::VT_DEAD_LETTER_BATCHES, false)?
      .visit_field::<u64>("dropped_snapshots", Self::VT_DROPPED_SNAPSHOTS, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("agent_version", Self::VT_AGENT_VERSION, false)?
      .finish();
     Ok(())
   }
 }
-pub struct HealthArgs {
+pub struct HealthArgs<'a> {
     pub buffered_batches: u64,
     pub buffered_bytes: u64,
     pub dropped_batches: u64,
@@ -5418,8 +5428,9 @@ pub struct HealthArgs {
     pub memory_batches: u64,
     pub dead_letter_batches: u64,
     pub dropped_snapshots: u64,
+    pub agent_version: Option<::flatbuffers::WIPOffset<&'a str>>,
 }
-impl<'a> Default for HealthArgs {
+impl<'a> Default for HealthArgs<'a> {
   #[inline]
   fn default() -> Self {
     HealthArgs {
@@ -5433,6 +5444,7 @@ impl<'a> Default for HealthArgs {
       memory_batches: 0,
       dead_letter_batches: 0,
       dropped_snapshots: 0,
+      agent_version: None,
     }
   }
 }
@@ -5483,6 +5495,10 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> HealthBuilder<'a, 'b, A> {
     self.fbb_.push_slot::<u64>(Health::VT_DROPPED_SNAPSHOTS, dropped_snapshots, 0);
   }
   #[inline]
+  pub fn add_agent_version(&mut self, agent_version: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Health::VT_AGENT_VERSION, agent_version);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> HealthBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     HealthBuilder {
@@ -5510,6 +5526,7 @@ impl ::core::fmt::Debug for Health<'_> {
       ds.field("memory_batches", &self.memory_batches());
       ds.field("dead_letter_batches", &self.dead_letter_batches());
       ds.field("dropped_snapshots", &self.dropped_snapshots());
+      ds.field("agent_version", &self.agent_version());
       ds.finish()
   }
 }

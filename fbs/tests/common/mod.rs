@@ -244,6 +244,7 @@ pub fn full_snapshot(i: u64) -> Snapshot {
             memory_batches: 17,
             dead_letter_batches: 18,
             dropped_snapshots: 19,
+            agent_version: "0.2.0".into(),
         }),
         boottime_ns: 1_000_000_000 + i as i64,
         clock_sync: ClockSync::Synced,
