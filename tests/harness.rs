@@ -363,12 +363,25 @@ pub struct Agent {
     dir: PathBuf,
     name: String,
     config: PathBuf,
+    /// Extra `autofact run` flags (`--sys-root DIR`, say).
+    args: Vec<std::ffi::OsString>,
     proc: Option<Proc>,
 }
 
 impl Agent {
     /// Writes the config (server `server`, e.g. a factory or a proxy) and starts the agent.
     pub fn launch(dir: &Path, server: SocketAddr, spec: &AgentSpec) -> Agent {
+        Agent::launch_with(dir, server, spec, &[])
+    }
+
+    /// [`Agent::launch`] with extra `autofact run` flags, e.g. `--sys-root` pointing at a
+    /// captured `/sys` so that a machine without thermal zones reports a Pi's.
+    pub fn launch_with(
+        dir: &Path,
+        server: SocketAddr,
+        spec: &AgentSpec,
+        args: &[std::ffi::OsString],
+    ) -> Agent {
         let name = spec.hostname.clone();
         let config = dir.join(format!("{name}.json"));
         let text = format!(
@@ -386,6 +399,7 @@ impl Agent {
             dir: dir.to_path_buf(),
             name,
             config,
+            args: args.to_vec(),
             proc: None,
         };
         a.start();
@@ -399,6 +413,7 @@ impl Agent {
         }
         let mut cmd = Command::new(&bins().agent);
         cmd.arg("run").arg("--config").arg(&self.config);
+        cmd.args(&self.args);
         match Proc::spawn(&self.name, cmd, &self.dir) {
             Ok(p) => self.proc = Some(p),
             Err(e) => panic!("spawning {}: {e}", bins().agent.display()),

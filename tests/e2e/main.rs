@@ -8,6 +8,7 @@
 //! Without `influxd` the tests fail, unless `AUTOFACT_SKIP_INFLUX=1` (then they print SKIPPED).
 
 mod bad_input;
+mod dashboards;
 mod faults;
 mod happy;
 

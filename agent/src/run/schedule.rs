@@ -191,7 +191,7 @@ struct Worker {
     config: Option<Config>,
     parts: Parts,
     /// Next instant (unix ms) per kind, `None` when disabled.
-    due: [Option<u64>; 10],
+    due: [Option<u64>; Kind::ALL.len()],
     next_push: Option<u64>,
     pending: Vec<Snapshot>,
     last_flush: Instant,
@@ -203,7 +203,7 @@ impl Worker {
         let mut w = Worker {
             config: None,
             parts,
-            due: [None; 10],
+            due: [None; Kind::ALL.len()],
             next_push: None,
             pending: Vec::new(),
             last_flush: Instant::now(),
