@@ -348,6 +348,7 @@ pub struct Collector {
     proc_dir: Listing,
     pid_path: Vec<u8>,
     thermal_dir: Listing,
+    hwmon_dir: Listing,
     zones_seen: u64,
     prev_diskio: Vec<DiskIo>,
     prev_diskio_at: Option<Instant>,
@@ -392,6 +393,7 @@ impl Collector {
             proc_dir: Listing::new(procfs.root.clone()),
             pid_path: Vec::with_capacity(procfs.root.as_os_str().len() + 32),
             thermal_dir: Listing::new(sysfs.thermal_dir()),
+            hwmon_dir: Listing::new(sysfs.hwmon_dir()),
             zones_seen: 0,
             prev_diskio: Vec::new(),
             prev_diskio_at: None,
@@ -781,21 +783,32 @@ impl Collector {
         n
     }
 
-    /// Reads each known zone's temperature; finds the zones on the first call, again when the
-    /// set of `thermal_zoneN` entries changed, and after a zone vanished.
+    /// Reads each known sensor's temperature; finds the sensors on the first call, again when
+    /// the set of `thermal_zoneN` or `hwmonN` entries changed, and after a sensor vanished.
     fn temps(&mut self, out: &mut Vec<Temp>) -> usize {
-        // A cheap fingerprint of the zone numbers present (count and a mix of the numbers);
-        // listing the open directory allocates nothing.
+        // A cheap fingerprint of the zones and hwmon devices present (count and a mix of the
+        // numbers); listing the open directories allocates nothing.
         let mut seen: u64 = 0;
+        let mut mix = |salt: u64, n: u32| {
+            seen = seen
+                .wrapping_add(1 << 48)
+                .wrapping_add((u64::from(n) ^ salt).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 16);
+        };
         let listed = self.thermal_dir.each(|name| {
             if let Some(n) = zone_number(name) {
-                seen = seen
-                    .wrapping_add(1 << 48)
-                    .wrapping_add(u64::from(n).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 16);
+                mix(0, n);
             }
         });
         if let Err(e) = listed {
             self.log.io(&self.thermal_dir.path, &e);
+        }
+        let listed = self.hwmon_dir.each(|name| {
+            if let Some(n) = thermal::hwmon_number(name) {
+                mix(1 << 40, n);
+            }
+        });
+        if let Err(e) = listed {
+            self.log.io(&self.hwmon_dir.path, &e);
         }
         if seen != self.zones_seen {
             self.zones_seen = seen;
@@ -838,7 +851,34 @@ impl Collector {
         n
     }
 
+    /// Telegraf's order: the hwmon temperature inputs when there are any, else the thermal
+    /// zones.
     fn find_zones(&mut self) -> Vec<Zone> {
+        match thermal::hwmon_inputs(&self.sysfs.hwmon_dir()) {
+            Ok(inputs) if !inputs.is_empty() => {
+                let numbers: Vec<u32> = inputs.iter().map(|i| i.hwmon).collect();
+                let mut names: Vec<String> = inputs.iter().map(|i| i.sensor.clone()).collect();
+                thermal::distinct_names(&numbers, &mut names);
+                return inputs
+                    .into_iter()
+                    .zip(names)
+                    .map(|(i, sensor)| Zone {
+                        sensor,
+                        temp: Source::new(i.input),
+                    })
+                    .collect();
+            }
+            Ok(_) => {}
+            Err(e) => {
+                if let super::FactsError::Io { path, source } = &e {
+                    self.log.io(path, source);
+                }
+            }
+        }
+        self.find_thermal_zones()
+    }
+
+    fn find_thermal_zones(&mut self) -> Vec<Zone> {
         let dirs = match thermal::zone_dirs(&self.sysfs.thermal_dir()) {
             Ok(d) => d,
             Err(e) => {
