@@ -730,7 +730,11 @@ impl Collector {
             let Some(len) = read_small(path, buf) else {
                 return;
             };
-            let text = String::from_utf8_lossy(&buf[..len]);
+            // Only what follows the command name is parsed: the name is cut at 15 bytes by the
+            // kernel, possibly inside a UTF-8 character, and a lossy view of it would allocate.
+            let bytes = &buf[..len];
+            let from = bytes.iter().rposition(|&b| b == b')').unwrap_or(0);
+            let text = String::from_utf8_lossy(&bytes[from..]);
             match processes::parse_stat(&text) {
                 Ok(task) => processes::add(&mut p, task),
                 Err(e) => log.parse(path, &e),
