@@ -33,7 +33,7 @@ use std::io::{Read, Seek, SeekFrom};
 use std::mem::MaybeUninit;
 use std::ops::BitOr;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -117,11 +117,25 @@ const MAX_FILE: usize = 16 << 20;
 struct Source {
     path: PathBuf,
     file: Option<File>,
+    nonblocking: bool,
 }
 
 impl Source {
     fn new(path: PathBuf) -> Source {
-        Source { path, file: None }
+        Source {
+            path,
+            file: None,
+            nonblocking: false,
+        }
+    }
+
+    /// A sensor file, opened `O_NONBLOCK` as Telegraf does: a sensor whose hardware sleeps (a
+    /// parked disk's `drivetemp`) answers EAGAIN instead of holding up the round.
+    fn sensor(path: PathBuf) -> Source {
+        Source {
+            nonblocking: true,
+            ..Source::new(path)
+        }
     }
 
     /// Reads the whole file into `buf` (whose `len` is its usable size and only grows);
@@ -129,7 +143,12 @@ impl Source {
     /// `seq_file` hands out at most one page of records per call, so a short read is not the end.
     fn read<'b>(&mut self, buf: &'b mut Vec<u8>) -> io::Result<Option<&'b [u8]>> {
         if self.file.is_none() {
-            match File::open(&self.path) {
+            let mut open = std::fs::OpenOptions::new();
+            open.read(true);
+            if self.nonblocking {
+                open.custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits());
+            }
+            match open.open(&self.path) {
                 Ok(f) => self.file = Some(f),
                 Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
                 Err(e) => return Err(e),
@@ -868,7 +887,7 @@ impl Collector {
                     .zip(names)
                     .map(|(i, sensor)| Zone {
                         sensor,
-                        temp: Source::new(i.input),
+                        temp: Source::sensor(i.input),
                     })
                     .collect();
             }
@@ -918,7 +937,7 @@ impl Collector {
             );
             zones.push(Zone {
                 sensor,
-                temp: Source::new(dir.join("temp")),
+                temp: Source::sensor(dir.join("temp")),
             });
         }
         let mut names: Vec<String> = zones.iter().map(|z| z.sensor.clone()).collect();
