@@ -211,14 +211,18 @@ struct Listing {
     path: PathBuf,
     dir: Option<File>,
     buf: Vec<MaybeUninit<u8>>,
+    buf_size: usize,
 }
 
 impl Listing {
-    fn new(path: PathBuf) -> Listing {
+    /// `buf_size`: bytes of `getdents64` records read per call (a record is ~24 bytes plus
+    /// the name); a small directory needs little, `/proc` with 300+ pids wants more.
+    fn new(path: PathBuf, buf_size: usize) -> Listing {
         Listing {
             path,
             dir: None,
             buf: Vec::new(),
+            buf_size,
         }
     }
 
@@ -230,8 +234,7 @@ impl Listing {
                 Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
                 Err(e) => return Err(e),
             }
-            // Once: 8 KiB holds ~300 /proc entries per getdents64 call.
-            self.buf.resize(8192, MaybeUninit::uninit());
+            self.buf.resize(self.buf_size, MaybeUninit::uninit());
         }
         let Some(dir) = &mut self.dir else {
             return Ok(false);
@@ -409,10 +412,11 @@ impl Collector {
                     .join("var/run/utmp"),
             ),
             page_size: vmstat::page_size(),
-            proc_dir: Listing::new(procfs.root.clone()),
+            // 8 KiB: ~300 /proc entries per getdents64 call.
+            proc_dir: Listing::new(procfs.root.clone(), 8192),
             pid_path: Vec::with_capacity(procfs.root.as_os_str().len() + 32),
-            thermal_dir: Listing::new(sysfs.thermal_dir()),
-            hwmon_dir: Listing::new(sysfs.hwmon_dir()),
+            thermal_dir: Listing::new(sysfs.thermal_dir(), 1024),
+            hwmon_dir: Listing::new(sysfs.hwmon_dir(), 1024),
             zones_seen: 0,
             prev_diskio: Vec::new(),
             prev_diskio_at: None,
