@@ -11,22 +11,40 @@ use super::writer::{Attempt, Backend};
 
 /// Appends to one file per UTC day.
 pub(crate) struct FileBackend {
+    files: DayFiles,
+}
+
+impl FileBackend {
+    pub(crate) fn new(dir: PathBuf) -> FileBackend {
+        FileBackend {
+            files: DayFiles::new(dir),
+        }
+    }
+}
+
+/// `<dir>/YYYY-MM-DD.lp` (UTC), appended to and fsync'd: the file sink's facts and the dead
+/// letters share it.
+pub(crate) struct DayFiles {
     dir: PathBuf,
     /// The open file and the day it is for.
     open: Option<(String, File)>,
 }
 
-impl FileBackend {
-    pub(crate) fn new(dir: PathBuf) -> FileBackend {
-        FileBackend { dir, open: None }
+impl DayFiles {
+    pub(crate) fn new(dir: PathBuf) -> DayFiles {
+        DayFiles { dir, open: None }
+    }
+
+    pub(crate) fn dir(&self) -> &Path {
+        &self.dir
     }
 
     /// The file for today (UTC), opened (and its directory entry made durable) when the day changes.
-    fn file(&mut self, day: String) -> std::io::Result<&mut File> {
-        if self.open.as_ref().map(|(d, _)| d != &day).unwrap_or(true) {
+    fn file(&mut self, day: &str) -> std::io::Result<&mut File> {
+        if self.open.as_ref().map(|(d, _)| d != day).unwrap_or(true) {
             self.open = None;
             std::fs::create_dir_all(&self.dir)?;
-            let path = self.dir.join(format!("{day}.lp"));
+            let path = file_path(&self.dir, day);
             let created = !path.exists();
             let f = OpenOptions::new().create(true).append(true).open(&path)?;
             if created {
@@ -34,7 +52,7 @@ impl FileBackend {
                 // whole file even though its data was fsync'd.
                 File::open(&self.dir)?.sync_all()?;
             }
-            self.open = Some((day, f));
+            self.open = Some((day.to_string(), f));
         }
         match self.open.as_mut() {
             Some((_, f)) => Ok(f),
@@ -42,26 +60,34 @@ impl FileBackend {
         }
     }
 
-    /// Appends and syncs; on failure cuts the file back so a retry does not leave half a line.
-    fn append(&mut self, day: String, body: &str) -> std::io::Result<()> {
-        let f = self.file(day)?;
-        let before = f.metadata()?.len();
-        let result = f.write_all(body.as_bytes()).and_then(|_| f.sync_data());
-        if result.is_err() {
-            let _ = f.set_len(before);
-            self.open = None;
+    /// Appends `body` to today's file and syncs it; on failure cuts the file back so a retry does
+    /// not leave half a line. Ok carries the file's path; Err names it.
+    pub(crate) fn append(&mut self, body: &str) -> Result<PathBuf, String> {
+        let day = utc_day(SystemTime::now());
+        let path = file_path(&self.dir, &day);
+        let result = (|| {
+            let f = self.file(&day)?;
+            let before = f.metadata()?.len();
+            let result = f.write_all(body.as_bytes()).and_then(|_| f.sync_data());
+            if result.is_err() {
+                let _ = f.set_len(before);
+                self.open = None;
+            }
+            result
+        })();
+        match result {
+            Ok(()) => Ok(path),
+            Err(e) => Err(format!("{}: {e}", path.display())),
         }
-        result
     }
 }
 
 impl Backend for FileBackend {
     fn attempt(&mut self, body: &str, _points: usize) -> Attempt {
-        let day = utc_day(SystemTime::now());
-        match self.append(day.clone(), body) {
-            Ok(()) => Attempt::Durable,
-            Err(e) => Attempt::Retry {
-                error: format!("{}: {e}", file_path(&self.dir, &day).display()),
+        match self.files.append(body) {
+            Ok(_) => Attempt::Durable,
+            Err(error) => Attempt::Retry {
+                error,
                 retry_after: None,
                 loud: false,
             },
@@ -69,7 +95,7 @@ impl Backend for FileBackend {
     }
 
     fn describe(&self) -> String {
-        format!("file sink {}", self.dir.display())
+        format!("file sink {}", self.files.dir().display())
     }
 }
 

@@ -12,9 +12,10 @@ use nanoserde::{DeJson, SerJson};
 
 use super::backoff::{self, Stop};
 use super::config::{Api, Batching, SinkConfig, Target};
+use super::dead_letter::{self, DeadLetters};
 use super::file::{civil_from_days, utc_day};
-use super::influx::{base64, dropped_count, error_text, parse_retry_after, url_encode};
-use super::writer::{split_half, Attempt, Backend};
+use super::influx::{base64, error_text, named_lines, parse_retry_after, url_encode};
+use super::writer::{Attempt, Backend, UNEXPECTED_TRIES};
 use super::{Sink, SinkError};
 use crate::metrics::Metrics;
 
@@ -145,23 +146,28 @@ fn helpers() {
     assert_eq!(base64(b"fo"), "Zm8=");
     assert_eq!(base64(b"foo"), "Zm9v");
     assert_eq!(base64(b"user:p@ss w0rd"), "dXNlcjpwQHNzIHcwcmQ=");
-    // InfluxDB 1.6's own messages.
+    // InfluxDB 1.6's own messages: every unparsable line named, matched whole.
+    let body = "m v=1i 1\nbad line here\nm v= 3\nm v=4i 4\n";
     assert_eq!(
-        dropped_count(
-            "partial write: field type conflict: input field \"v\" on measurement \"m\" is type integer, already exists as type float dropped=1",
-            2
+        named_lines(
+            body,
+            "partial write: unable to parse 'bad line here': invalid field format\nunable to parse 'm v= 3': missing field value dropped=0"
         ),
-        1
+        vec![1, 2]
+    );
+    // 2.x names the first; a line cut short or a type conflict names none.
+    assert_eq!(
+        named_lines(body, "unable to parse 'm v= 3': missing field value"),
+        vec![2]
     );
     assert_eq!(
-        dropped_count(
-            "partial write: unable to parse 'bad line here': invalid field format dropped=0",
-            3
-        ),
-        1
+        named_lines(body, "unable to parse 'bad li"),
+        Vec::<usize>::new()
     );
-    assert_eq!(dropped_count("field type conflict", 4), 4);
-    assert_eq!(dropped_count("dropped=99", 4), 4);
+    assert_eq!(
+        named_lines(body, "partial write: field type conflict: input field \"v\" on measurement \"m\" is type float, already exists as type integer dropped=1"),
+        Vec::<usize>::new()
+    );
     assert_eq!(
         error_text(
             r#"{"error":"database not found: \"x\""}"#,
@@ -188,10 +194,33 @@ fn helpers() {
     );
     assert_eq!(error_text("", None, "Bad Gateway"), "Bad Gateway");
     assert_eq!(error_text(&"é".repeat(600), None, "X").len(), 1000);
-    assert_eq!(parse_retry_after(" 3 "), Some(Duration::from_secs(3)));
-    assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), None);
-    assert_eq!(split_half("a\nb\nc\nd\n"), ("a\nb\n", "c\nd\n"));
-    assert_eq!(split_half("a\nb\nc\n"), ("a\n", "b\nc\n"));
+    let at = |secs: u64| std::time::UNIX_EPOCH + Duration::from_secs(secs);
+    let now = at(1_445_412_470); // 2015-10-21T07:27:50Z
+    assert_eq!(parse_retry_after(" 3 ", now), Some(Duration::from_secs(3)));
+    // RFC 9110's date form: 10 s after `now`; a date in the past means at once.
+    assert_eq!(
+        parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", now),
+        Some(Duration::from_secs(10))
+    );
+    assert_eq!(
+        parse_retry_after("Sun, 06 Nov 1994 08:49:37 GMT", now),
+        Some(Duration::ZERO)
+    );
+    assert_eq!(
+        parse_retry_after("Thu, 29 Feb 2024 23:59:59 GMT", at(1_709_251_189)),
+        Some(Duration::from_secs(10))
+    );
+    for bad in [
+        "",
+        "soon",
+        "-1",
+        "Wed, 21 Oct 2015 07:28:00 CET",
+        "Wed, 32 Oct 2015 07:28:00 GMT",
+        "Wed, 21 Foo 2015 07:28:00 GMT",
+        "Wed, 21 Oct 2015 25:28:00 GMT",
+    ] {
+        assert_eq!(parse_retry_after(bad, now), None, "{bad:?}");
+    }
 }
 
 #[test]
@@ -233,6 +262,7 @@ impl Backend for Scripted {
 
 struct Rig {
     sink: Sink,
+    dir: std::path::PathBuf,
     bodies: Arc<Mutex<Vec<String>>>,
     metrics: Arc<Metrics>,
     entered: mpsc::Receiver<()>,
@@ -272,15 +302,23 @@ fn rig_with(
         queue: 16,
     };
     let mut backend = Some(backend);
+    let dir = std::env::temp_dir().join(format!(
+        "autofactory-sink-unit-{}-{}",
+        std::process::id(),
+        RIGS.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
     let sink = Sink::spawn(
         1,
         move || backend.take().expect("one writer takes the one backend"),
         batching,
         metrics.clone(),
+        Arc::new(DeadLetters::new(dir.clone())),
     )
     .expect("writer thread");
     Rig {
         sink,
+        dir,
         bodies,
         metrics,
         entered: entered_rx,
@@ -288,7 +326,31 @@ fn rig_with(
     }
 }
 
+static RIGS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+impl Drop for Rig {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
 impl Rig {
+    /// The dead letters as (client, reason, lines).
+    fn dead(&self) -> Vec<(String, String, String)> {
+        let mut files: Vec<_> = std::fs::read_dir(&self.dir)
+            .map(|rd| rd.filter_map(|e| e.ok().map(|e| e.path())).collect())
+            .unwrap_or_default();
+        files.sort();
+        files
+            .iter()
+            .flat_map(|f| {
+                let text = std::fs::read_to_string(f).expect("read dead letters");
+                dead_letter::parse(&text).expect("a dead-letter file")
+            })
+            .map(|r| (r.client, r.reason, r.lines))
+            .collect()
+    }
+
     fn bodies(&self) -> Vec<String> {
         self.bodies
             .lock()
@@ -301,7 +363,7 @@ fn write(sink: &Sink, lines: &str) -> smol::Task<Result<(), SinkError>> {
     let sink = sink.clone();
     let lines = lines.to_string();
     let points = lines.lines().count();
-    smol::spawn(async move { sink.write(lines, points).await })
+    smol::spawn(async move { sink.write("c1", lines, points).await })
 }
 
 /// Waits until the writer has taken `n` more submissions off the queue... by watching the queue.
@@ -359,7 +421,7 @@ fn a_failing_write_stays_pending_and_lands_after_retries() {
         loud: false,
     };
     let r = rig(vec![retry(), retry(), retry()], 5000, false);
-    smol::block_on(r.sink.write("m v=1 1\n".into(), 1)).expect("durable in the end");
+    smol::block_on(r.sink.write("c1", "m v=1 1\n".into(), 1)).expect("durable in the end");
     assert_eq!(r.bodies(), vec!["m v=1 1\n".to_string(); 4]);
     assert_eq!(r.metrics.sink_errors.load(Ordering::Relaxed), 3);
     assert_eq!(r.metrics.sink_retries.load(Ordering::Relaxed), 3);
@@ -367,20 +429,87 @@ fn a_failing_write_stays_pending_and_lands_after_retries() {
     r.sink.shutdown();
 }
 
+fn refused(reason: &str, named: Vec<usize>) -> Attempt {
+    Attempt::Refused {
+        reason: reason.into(),
+        named,
+    }
+}
+
 #[test]
-fn poison_completes_ok_and_counts_the_dropped_points() {
+fn named_refused_lines_are_dead_lettered_and_the_rest_sent_again() {
     let r = rig(
-        vec![Attempt::Poison {
-            dropped: 1,
-            message: "partial write: dropped=1".into(),
-        }],
+        vec![refused("HTTP 400: unable to parse", vec![1])],
         5000,
         false,
     );
-    smol::block_on(r.sink.write("m v=1 1\nm v=\"x\" 2\n".into(), 2)).expect("poison completes Ok");
-    assert_eq!(r.metrics.points_dropped_by_sink.load(Ordering::Relaxed), 1);
-    assert_eq!(r.metrics.points_written.load(Ordering::Relaxed), 1);
+    smol::block_on(r.sink.write("c1", "m v=1 1\nm v= 2\nm v=3 3\n".into(), 3))
+        .expect("completes once written or dead-lettered");
+    assert_eq!(
+        r.bodies(),
+        vec!["m v=1 1\nm v= 2\nm v=3 3\n", "m v=1 1\nm v=3 3\n"]
+    );
+    assert_eq!(
+        r.dead(),
+        vec![(
+            "c1".into(),
+            "HTTP 400: unable to parse".into(),
+            "m v= 2\n".into()
+        )]
+    );
+    assert_eq!(r.metrics.points_dead_lettered.load(Ordering::Relaxed), 1);
+    assert_eq!(r.metrics.points_written.load(Ordering::Relaxed), 2);
     assert_eq!(r.metrics.sink_errors.load(Ordering::Relaxed), 0);
+    r.sink.shutdown();
+}
+
+#[test]
+fn unnamed_refusals_are_bisected_down_to_the_refused_lines() {
+    // 4 lines, line "c" refused: whole -> (a b: ok) (c d: refused) -> c refused, d ok.
+    let r = rig(
+        vec![
+            refused("HTTP 422: partial write dropped=1", vec![]),
+            Attempt::Durable,
+            refused("HTTP 422: partial write dropped=1", vec![]),
+            refused("HTTP 422: partial write dropped=1", vec![]),
+        ],
+        5000,
+        false,
+    );
+    smol::block_on(r.sink.write("c1", "a 1\nb 2\nc 3\nd 4\n".into(), 4)).expect("completes");
+    assert_eq!(
+        r.bodies(),
+        vec![
+            "a 1\nb 2\nc 3\nd 4\n",
+            "a 1\nb 2\n",
+            "c 3\nd 4\n",
+            "c 3\n",
+            "d 4\n"
+        ]
+    );
+    let dead = r.dead();
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!(dead[0].2, "c 3\n");
+    assert_eq!(r.metrics.points_written.load(Ordering::Relaxed), 3);
+    r.sink.shutdown();
+}
+
+#[test]
+fn an_unknown_answer_is_tried_a_few_times_then_its_lines_are_refused() {
+    let unexpected = || Attempt::Unexpected {
+        error: "HTTP 409: no".into(),
+    };
+    let r = rig(vec![unexpected(); 10], 5000, false);
+    smol::block_on(r.sink.write("c1", "a 1\nb 2\n".into(), 2)).expect("completes");
+    assert_eq!(
+        r.bodies().len(),
+        UNEXPECTED_TRIES as usize,
+        "not bisected either"
+    );
+    let dead = r.dead();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].2, "a 1\nb 2\n");
+    assert!(dead[0].1.starts_with("HTTP 409: no"), "{dead:?}");
     r.sink.shutdown();
 }
 
@@ -388,7 +517,7 @@ fn poison_completes_ok_and_counts_the_dropped_points() {
 fn too_large_is_written_in_halves() {
     // 4 lines: too large; 2 + 2: the first half too large again -> 1 + 1; the rest fit.
     let r = rig(vec![Attempt::TooLarge, Attempt::TooLarge], 5000, false);
-    smol::block_on(r.sink.write("a 1\nb 2\nc 3\nd 4\n".into(), 4)).expect("durable");
+    smol::block_on(r.sink.write("c1", "a 1\nb 2\nc 3\nd 4\n".into(), 4)).expect("durable");
     assert_eq!(
         r.bodies(),
         vec![
@@ -400,16 +529,17 @@ fn too_large_is_written_in_halves() {
         ]
     );
     assert_eq!(r.metrics.points_written.load(Ordering::Relaxed), 4);
-    assert_eq!(r.metrics.points_dropped_by_sink.load(Ordering::Relaxed), 0);
+    assert_eq!(r.metrics.points_dead_lettered.load(Ordering::Relaxed), 0);
     r.sink.shutdown();
 }
 
 #[test]
-fn a_single_line_too_large_is_dropped_not_retried_forever() {
+fn a_single_line_too_large_is_dead_lettered_not_retried_forever() {
     let r = rig(vec![Attempt::TooLarge], 5000, false);
-    smol::block_on(r.sink.write("huge 1\n".into(), 1)).expect("completes");
+    smol::block_on(r.sink.write("c1", "huge 1\n".into(), 1)).expect("completes");
     assert_eq!(r.bodies().len(), 1);
-    assert_eq!(r.metrics.points_dropped_by_sink.load(Ordering::Relaxed), 1);
+    assert_eq!(r.metrics.points_dead_lettered.load(Ordering::Relaxed), 1);
+    assert_eq!(r.dead()[0].2, "huge 1\n");
     r.sink.shutdown();
 }
 
@@ -438,7 +568,7 @@ fn shutdown_while_failing_answers_err_and_refuses_new_writes() {
         assert!(matches!(a.await, Err(SinkError::ShutDown)));
         assert!(matches!(b.await, Err(SinkError::ShutDown)));
         assert!(matches!(
-            r.sink.write("c 3\n".into(), 1).await,
+            r.sink.write("c1", "c 3\n".into(), 1).await,
             Err(SinkError::ShutDown)
         ));
     });
@@ -501,7 +631,7 @@ fn with_a_linger_a_lone_write_goes_out_at_the_flush_deadline() {
         Duration::from_millis(200),
         Duration::from_millis(200),
     );
-    smol::block_on(r.sink.write("a 1\n".into(), 1)).expect("durable without more writes");
+    smol::block_on(r.sink.write("c1", "a 1\n".into(), 1)).expect("durable without more writes");
     assert_eq!(r.bodies(), vec!["a 1\n".to_string()]);
     r.sink.shutdown();
 }
