@@ -51,9 +51,10 @@ pub(crate) struct DeadLetters {
 }
 
 impl DeadLetters {
-    pub(crate) fn new(dir: PathBuf) -> DeadLetters {
+    /// Files in `dir`, keeping the day files' reserve on `data_dir`'s filesystem.
+    pub(crate) fn new(dir: PathBuf, data_dir: Option<PathBuf>) -> DeadLetters {
         DeadLetters {
-            files: Mutex::new(DayFiles::new(dir)),
+            files: Mutex::new(DayFiles::new(dir, data_dir)),
         }
     }
 

@@ -1,6 +1,10 @@
 //! The file sink: line protocol appended to `<dir>/YYYY-MM-DD.lp` (UTC), fsync'd before the
 //! batch counts as durable. The files are plain line protocol with nanosecond timestamps, ready
 //! for `influx -import` (after a `# DML` / `# CONTEXT-DATABASE:` header) or `curl --data-binary`.
+//!
+//! The day files (facts and dead letters alike) leave a reserve free on the filesystem they
+//! share with the data dir -- 5 % of it, at most 64 MiB -- so a filling sink stops (its data
+//! waiting on the agents) before the inventory beside it runs out of space and blocks enrollment.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -15,10 +19,32 @@ pub(crate) struct FileBackend {
 }
 
 impl FileBackend {
-    pub(crate) fn new(dir: PathBuf) -> FileBackend {
+    /// Files in `dir`, keeping the reserve on `data_dir`'s filesystem.
+    pub(crate) fn new(dir: PathBuf, data_dir: PathBuf) -> FileBackend {
         FileBackend {
-            files: DayFiles::new(dir),
+            files: DayFiles::new(dir, Some(data_dir)),
         }
+    }
+}
+
+/// The most the day files leave free for the rest of the data dir.
+pub(crate) const RESERVE_CAP: u64 = 64 << 20;
+
+/// The free space the day files leave on a filesystem of `total` bytes.
+pub(crate) fn reserve(total: u64) -> u64 {
+    (total / 20).min(RESERVE_CAP)
+}
+
+/// Whether `len` more bytes fit with `avail` bytes free (for unprivileged users) on a
+/// filesystem of `total` bytes, the reserve left untouched; Err says how much is left.
+pub(crate) fn check_room(avail: u64, total: u64, len: u64) -> Result<(), String> {
+    let keep = reserve(total);
+    if avail >= keep.saturating_add(len) {
+        Ok(())
+    } else {
+        Err(format!(
+            "{avail} bytes free, {len} to write: keeping {keep} bytes free for the inventory beside it (the data waits on the agents)"
+        ))
     }
 }
 
@@ -28,11 +54,37 @@ pub(crate) struct DayFiles {
     dir: PathBuf,
     /// The open file and the day it is for.
     open: Option<(String, File)>,
+    /// The data dir whose filesystem keeps its reserve (when `dir` is on the same one).
+    guard: Option<PathBuf>,
 }
 
 impl DayFiles {
-    pub(crate) fn new(dir: PathBuf) -> DayFiles {
-        DayFiles { dir, open: None }
+    pub(crate) fn new(dir: PathBuf, guard: Option<PathBuf>) -> DayFiles {
+        DayFiles {
+            dir,
+            open: None,
+            guard,
+        }
+    }
+
+    /// Err when `len` bytes would eat into the reserve of the guarded filesystem. A directory
+    /// on another filesystem (a `sink.dir` of its own) has no reserve: it shares nothing.
+    fn room_for(&self, len: u64) -> std::io::Result<()> {
+        use std::os::unix::fs::MetadataExt;
+        let Some(guard) = &self.guard else {
+            return Ok(());
+        };
+        let (Ok(here), Ok(there)) = (std::fs::metadata(&self.dir), std::fs::metadata(guard)) else {
+            return Ok(());
+        };
+        if here.dev() != there.dev() {
+            return Ok(());
+        }
+        let st = nix::sys::statvfs::statvfs(&self.dir).map_err(std::io::Error::from)?;
+        let frsize = st.fragment_size() as u64;
+        let total = (st.blocks() as u64).saturating_mul(frsize);
+        let avail = (st.blocks_available() as u64).saturating_mul(frsize);
+        check_room(avail, total, len).map_err(std::io::Error::other)
     }
 
     pub(crate) fn dir(&self) -> &Path {
@@ -66,6 +118,8 @@ impl DayFiles {
         let day = utc_day(SystemTime::now());
         let path = file_path(&self.dir, &day);
         let result = (|| {
+            self.file(&day)?;
+            self.room_for(body.len() as u64)?;
             let f = self.file(&day)?;
             let before = f.metadata()?.len();
             let result = f.write_all(body.as_bytes()).and_then(|_| f.sync_data());

@@ -115,11 +115,14 @@ impl Sink {
         metrics: Arc<Metrics>,
     ) -> Result<Sink, SinkError> {
         let (target, batching) = cfg.validate(data_dir)?;
-        let dead = Arc::new(DeadLetters::new(dead_letter::dir_under(data_dir)));
+        let dead = Arc::new(DeadLetters::new(
+            dead_letter::dir_under(data_dir),
+            Some(data_dir.to_path_buf()),
+        ));
         match target {
             Target::File { dir } => Sink::spawn(
                 1,
-                || file::FileBackend::new(dir.clone()),
+                || file::FileBackend::new(dir.clone(), data_dir.to_path_buf()),
                 batching,
                 metrics,
                 dead,

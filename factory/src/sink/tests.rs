@@ -13,7 +13,7 @@ use nanoserde::{DeJson, SerJson};
 use super::backoff::{self, Stop};
 use super::config::{Api, Batching, SinkConfig, Target};
 use super::dead_letter::{self, DeadLetters};
-use super::file::{civil_from_days, utc_day};
+use super::file::{check_room, civil_from_days, reserve, utc_day, RESERVE_CAP};
 use super::influx::{base64, error_text, named_lines, parse_retry_after, url_encode};
 use super::writer::{Attempt, Backend, UNEXPECTED_TRIES};
 use super::{Sink, SinkError};
@@ -224,6 +224,22 @@ fn helpers() {
 }
 
 #[test]
+fn the_day_files_leave_the_reserve_free() {
+    const MIB: u64 = 1 << 20;
+    // 5 % of a small filesystem, 64 MiB of a large one.
+    assert_eq!(reserve(16 * MIB), 16 * MIB / 20);
+    assert_eq!(reserve(100 * 1024 * MIB), RESERVE_CAP);
+    assert_eq!(reserve(0), 0);
+    let total = 16 * MIB;
+    let keep = reserve(total);
+    assert!(check_room(keep + 100, total, 100).is_ok(), "exactly fits");
+    let e = check_room(keep + 99, total, 100).expect_err("one byte into the reserve");
+    assert!(e.contains("for the inventory"), "{e}");
+    assert!(check_room(0, total, 1).is_err());
+    assert!(check_room(10, u64::MAX, u64::MAX).is_err(), "no overflow");
+}
+
+#[test]
 fn utc_days() {
     assert_eq!(civil_from_days(0), (1970, 1, 1));
     assert_eq!(civil_from_days(11_016), (2000, 2, 29));
@@ -313,7 +329,7 @@ fn rig_with(
         move || backend.take().expect("one writer takes the one backend"),
         batching,
         metrics.clone(),
-        Arc::new(DeadLetters::new(dir.clone())),
+        Arc::new(DeadLetters::new(dir.clone(), None)),
     )
     .expect("writer thread");
     Rig {
