@@ -2,7 +2,7 @@
 //! by `main` (`--quiet`, `--verbose`) so that every module can log without carrying a handle.
 //! Two limiters keep floods out of the log: [`RateLimit`] (lines per second, for rejections) and
 //! [`Repeats`] (each reason once per window with a count of its repeats, for warnings that
-//! recur: a store refusing lines, a full disk, a failing store; use [`warn_repeated!`]).
+//! recur: a store refusing lines, a full disk, a failing store; use [`warn_repeated!`](crate::warn_repeated)).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};

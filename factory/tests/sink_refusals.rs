@@ -184,14 +184,18 @@ fn a_fake_v2_refusing_chosen_lines_in_merged_bodies_dead_letters_only_those() {
         // is merged into the next bodies, as under load.
         let warm: Vec<String> = (0..2).map(|i| format!("m,host=h0 v=9i {i}\n")).collect();
         good.extend(warm.iter().map(|l| l.trim_end().to_string()));
-        let mut pending: Vec<_> = warm.iter().map(|l| submit(&sink, C[0], l)).collect();
-        for p in pending.iter_mut() {
-            assert!(smol::future::poll_once(p).await.is_none());
+        let mut pending = Vec::new();
+        for (i, l) in warm.iter().enumerate() {
+            // One at a time, so each writer takes one (queued together, one writer would
+            // take both).
+            let mut p = submit(&sink, C[0], l);
+            assert!(smol::future::poll_once(&mut p).await.is_none());
+            pending.push(p);
+            wait_for("a writer at the gate", HANG, || {
+                (gate.waiting() == i + 1).then_some(())
+            })
+            .expect("request held");
         }
-        let held = wait_for("both writers at the gate", HANG, || {
-            (gate.waiting() == 2).then_some(())
-        });
-        held.expect("two requests held");
         for (c, lines) in &subs {
             let mut p = submit(&sink, C[*c], lines);
             assert!(smol::future::poll_once(&mut p).await.is_none(), "queued");
@@ -384,6 +388,13 @@ fn replay_writes_dead_letters_once_the_cause_is_fixed() {
     assert_eq!(after.len(), 1, "{after:?}");
     assert_eq!(after[0].0, C[1], "still under its own client");
     assert_eq!(after[0].2, "m,host=b v= 4");
+    // Refused again into a file of the replay's own (a running factory appends to <day>.lp).
+    let replay_files: Vec<PathBuf> = std::fs::read_dir(data.path().join("dead-letters"))
+        .expect("dir")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.to_string_lossy().ends_with("-replay.lp"))
+        .collect();
+    assert_eq!(replay_files.len(), 1, "{replay_files:?}");
     // The replayed file is kept aside, renamed, not replayed twice.
     let kept: Vec<PathBuf> = std::fs::read_dir(data.path().join("dead-letters"))
         .expect("dir")

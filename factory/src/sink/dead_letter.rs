@@ -3,7 +3,8 @@
 //! them (`autofactory replay FILE`) once the cause is fixed.
 //!
 //! # On-disk format
-//! One file per UTC day of refusal, `<data_dir>/dead-letters/YYYY-MM-DD.lp`, appended to and
+//! One file per UTC day of refusal, `<data_dir>/dead-letters/YYYY-MM-DD.lp` (`YYYY-MM-DD-replay.lp`
+//! for the lines `autofactory replay` finds still refused), appended to and
 //! fsync'd (file and, when new, directory) before the batch holding the lines is acknowledged.
 //! No size cap: a store that refuses everything fills it at the rate agents send, and a failing
 //! append (a full disk) keeps the batch unacknowledged, its data waiting on the agents' disks.
@@ -51,10 +52,11 @@ pub(crate) struct DeadLetters {
 }
 
 impl DeadLetters {
-    /// Files in `dir`, keeping the day files' reserve on `data_dir`'s filesystem.
-    pub(crate) fn new(dir: PathBuf, data_dir: Option<PathBuf>) -> DeadLetters {
+    /// Files `<day><tag>.lp` in `dir`, keeping the day files' reserve on `data_dir`'s
+    /// filesystem.
+    pub(crate) fn new(dir: PathBuf, data_dir: Option<PathBuf>, tag: &str) -> DeadLetters {
         DeadLetters {
-            files: Mutex::new(DayFiles::new(dir, data_dir)),
+            files: Mutex::new(DayFiles::new(dir, data_dir).tagged(tag)),
         }
     }
 

@@ -56,6 +56,9 @@ pub(crate) struct DayFiles {
     open: Option<(String, File)>,
     /// The data dir whose filesystem keeps its reserve (when `dir` is on the same one).
     guard: Option<PathBuf>,
+    /// Added to the day in file names: another process appending to the same directory
+    /// (`autofactory replay`) uses its own files, so neither cuts back what the other wrote.
+    tag: String,
 }
 
 impl DayFiles {
@@ -64,7 +67,14 @@ impl DayFiles {
             dir,
             open: None,
             guard,
+            tag: String::new(),
         }
+    }
+
+    /// Files named `<day><tag>.lp`.
+    pub(crate) fn tagged(mut self, tag: &str) -> DayFiles {
+        self.tag = tag.to_string();
+        self
     }
 
     /// Err when `len` bytes would eat into the reserve of the guarded filesystem. A directory
@@ -96,7 +106,7 @@ impl DayFiles {
         if self.open.as_ref().map(|(d, _)| d != day).unwrap_or(true) {
             self.open = None;
             std::fs::create_dir_all(&self.dir)?;
-            let path = file_path(&self.dir, day);
+            let path = file_path(&self.dir, &format!("{day}{}", self.tag));
             let created = !path.exists();
             let f = OpenOptions::new().create(true).append(true).open(&path)?;
             if created {
@@ -116,7 +126,7 @@ impl DayFiles {
     /// not leave half a line. Ok carries the file's path; Err names it.
     pub(crate) fn append(&mut self, body: &str) -> Result<PathBuf, String> {
         let day = utc_day(SystemTime::now());
-        let path = file_path(&self.dir, &day);
+        let path = file_path(&self.dir, &format!("{day}{}", self.tag));
         let result = (|| {
             self.file(&day)?;
             self.room_for(body.len() as u64)?;

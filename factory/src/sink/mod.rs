@@ -114,10 +114,21 @@ impl Sink {
         data_dir: &Path,
         metrics: Arc<Metrics>,
     ) -> Result<Sink, SinkError> {
+        Sink::start_tagged(cfg, data_dir, metrics, "")
+    }
+
+    /// [`Sink::start`], its dead letters in `<day><tag>.lp` files.
+    pub(crate) fn start_tagged(
+        cfg: &SinkConfig,
+        data_dir: &Path,
+        metrics: Arc<Metrics>,
+        tag: &str,
+    ) -> Result<Sink, SinkError> {
         let (target, batching) = cfg.validate(data_dir)?;
         let dead = Arc::new(DeadLetters::new(
             dead_letter::dir_under(data_dir),
             Some(data_dir.to_path_buf()),
+            tag,
         ));
         match target {
             Target::File { dir } => Sink::spawn(

@@ -1,9 +1,10 @@
 //! `autofactory replay FILE`: a dead-letter file written through the configured sink again,
 //! once the operator has fixed what made the store refuse it. Each record keeps its client, so
 //! lines the store still refuses are dead-lettered again under their own client, with the new
-//! reason. The replayed file is first renamed `FILE.replaying` (the refusals of this replay may
-//! go to today's file, which can be FILE itself), then `FILE.replayed` once every line is
-//! written or dead-lettered again; it is kept, not deleted, for the operator to remove.
+//! reason, in `<data_dir>/dead-letters/<day>-replay.lp` (the factory may be running and
+//! appending to `<day>.lp` meanwhile). The replayed file is first renamed `FILE.replaying` (so a
+//! replay of `<day>-replay.lp` does not read its own refusals), then `FILE.replayed` once every
+//! line is written or dead-lettered again; it is kept, not deleted, for the operator to remove.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -94,7 +95,9 @@ pub fn replay(
     let text = std::fs::read_to_string(file).map_err(|e| ReplayError::Read(file.into(), e))?;
     let records = dead_letter::parse(&text).map_err(|e| ReplayError::Format(file.into(), e))?;
     let metrics = Arc::new(Metrics::default());
-    let sink = Sink::start(cfg, data_dir, metrics.clone()).map_err(ReplayError::Sink)?;
+    // Refusals go to `<day>-replay.lp`: a running factory appends to `<day>.lp` meanwhile.
+    let sink =
+        Sink::start_tagged(cfg, data_dir, metrics.clone(), "-replay").map_err(ReplayError::Sink)?;
     let name = file.to_string_lossy();
     let base = name.strip_suffix(".replaying").map(PathBuf::from);
     let aside = match &base {

@@ -329,7 +329,7 @@ fn rig_with(
         move || backend.take().expect("one writer takes the one backend"),
         batching,
         metrics.clone(),
-        Arc::new(DeadLetters::new(dir.clone(), None)),
+        Arc::new(DeadLetters::new(dir.clone(), None, "")),
     )
     .expect("writer thread");
     Rig {
@@ -526,6 +526,44 @@ fn an_unknown_answer_is_tried_a_few_times_then_its_lines_are_refused() {
     assert_eq!(dead.len(), 1);
     assert_eq!(dead[0].2, "a 1\nb 2\n");
     assert!(dead[0].1.starts_with("HTTP 409: no"), "{dead:?}");
+    r.sink.shutdown();
+}
+
+#[test]
+fn a_refused_line_is_acknowledged_only_once_its_dead_letter_is_durable() {
+    let r = rig(
+        vec![refused("HTTP 400: unable to parse", vec![0])],
+        5000,
+        false,
+    );
+    // The dead-letter directory cannot be created: a file stands in its way.
+    std::fs::write(&r.dir, "in the way").expect("write blocker");
+    let pending = {
+        let sink = r.sink.clone();
+        std::thread::spawn(move || smol::block_on(sink.write("c1", "m v= 1\n".into(), 1)))
+    };
+    for _ in 0..3000 {
+        if r.metrics.sink_errors.load(Ordering::Relaxed) >= 2 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(
+        r.metrics.sink_errors.load(Ordering::Relaxed) >= 2,
+        "retried"
+    );
+    assert!(
+        !pending.is_finished(),
+        "acknowledged before the dead letter was durable"
+    );
+    assert_eq!(r.metrics.points_dead_lettered.load(Ordering::Relaxed), 0);
+    std::fs::remove_file(&r.dir).expect("remove blocker");
+    pending
+        .join()
+        .expect("writer thread")
+        .expect("completes once the dead letter is written");
+    assert_eq!(r.dead()[0].2, "m v= 1\n");
+    assert_eq!(r.metrics.dead_lettered_of("c1"), 1);
     r.sink.shutdown();
 }
 
