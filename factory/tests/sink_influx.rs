@@ -13,6 +13,7 @@ use autofact_fbs::lineproto::{write_snapshot, Tags};
 use autofact_fbs::model::{Cpu, Disk, Health, Mem, Net, Snapshot, System, Temp};
 use autofact_tests::influx::{Influx, Json, Series};
 use autofact_tests::poll::wait_for;
+use autofact_tests::proxy::Proxy;
 use autofact_tests::tmp::TempDir;
 use autofactory::metrics::Metrics;
 use autofactory::sink::{Sink, SinkConfig};
@@ -387,15 +388,20 @@ fn a_real_type_conflict_dead_letters_only_the_conflicting_lines_of_merged_agents
         .write_lines("conflict", "m,host=other v=1i 1\n")
         .unwrap_or_else(|e| panic!("{e}\n{}", influx.output()));
     assert_eq!(status, 204);
-    // Telegraf-like flushes (a user setting) so the three agents' writes share one body.
+    // The settings users run (2 writers, no linger), through a proxy the test can hold: each
+    // writer's first request is held while the three agents' writes queue, so they are merged
+    // into one body, as under load.
+    let proxy = Proxy::start(
+        format!("127.0.0.1:{}", influx.port())
+            .parse()
+            .expect("addr"),
+    )
+    .expect("proxy");
     let cfg = SinkConfig {
         kind: "influxdb".into(),
-        url: influx.url(),
+        url: format!("http://{}", proxy.addr()),
         database: "conflict".into(),
-        linger_ms: 1000,
-        flush_ms: 1000,
-        writers: 1,
-        timeout_ms: 5000,
+        timeout_ms: 30_000,
         ..SinkConfig::default()
     };
     let metrics = Arc::new(Metrics::default());
@@ -410,19 +416,35 @@ fn a_real_type_conflict_dead_letters_only_the_conflicting_lines_of_merged_agents
         (b, "m,host=b v=2.5 3\nm,host=b v=3i 4\n"),
         (c, "m,host=c v=\"s\" 5\ncpu,host=c x=2 5\nm,host=c v=6i 6\n"),
     ];
+    let submit = |client: &str, lines: &str| {
+        let (sink, client, lines) = (sink.clone(), client.to_string(), lines.to_string());
+        Box::pin(async move {
+            let points = lines.lines().count();
+            sink.write(&client, lines, points).await
+        })
+    };
+    proxy.cut();
     smol::block_on(async {
-        let tasks: Vec<_> = writes
-            .iter()
-            .map(|(client, lines)| {
-                let (sink, client, lines) = (sink.clone(), client.to_string(), lines.to_string());
-                smol::spawn(async move {
-                    let points = lines.lines().count();
-                    sink.write(&client, lines, points).await
-                })
-            })
-            .collect();
-        for t in tasks {
-            t.await.expect("written or dead-lettered");
+        let mut pending = Vec::new();
+        for (i, t) in [7, 8].into_iter().enumerate() {
+            let mut p = submit(a, &format!("m,host=a v={t}i {t}\n"));
+            assert!(smol::future::poll_once(&mut p).await.is_none());
+            pending.push(p);
+            wait_for(
+                "a writer's request at the proxy",
+                Duration::from_secs(30),
+                || (proxy.connections() == i as u64 + 1).then_some(()),
+            )
+            .expect("request held");
+        }
+        for (client, lines) in writes {
+            let mut p = submit(client, lines);
+            assert!(smol::future::poll_once(&mut p).await.is_none(), "queued");
+            pending.push(p);
+        }
+        proxy.restore();
+        for p in pending {
+            p.await.expect("written or dead-lettered");
         }
     });
     sink.shutdown();
@@ -441,6 +463,8 @@ fn a_real_type_conflict_dead_letters_only_the_conflicting_lines_of_merged_agents
         (2, 2, "a".into()),
         (4, 3, "b".into()),
         (6, 6, "c".into()),
+        (7, 7, "a".into()),
+        (8, 8, "a".into()),
     ];
     assert_eq!(got, want);
     let cpu = one_series(&influx, "conflict", "SELECT x FROM cpu");
@@ -460,7 +484,10 @@ fn a_real_type_conflict_dead_letters_only_the_conflicting_lines_of_merged_agents
             (c.to_string(), "m,host=c v=\"s\" 5".to_string()),
         ]
     );
-    assert_eq!(metrics.points_written.load(Ordering::Relaxed), 5);
+    assert_eq!(metrics.points_written.load(Ordering::Relaxed), 7);
+    assert_eq!(metrics.dead_lettered_of(b), 1);
+    assert_eq!(metrics.dead_lettered_of(c), 1);
+    assert_eq!(metrics.dead_lettered_of(a), 0);
 }
 
 #[test]
