@@ -4,7 +4,10 @@
 //! merge several agents' submissions, as the sink does under load; only the refused lines are
 //! dead-lettered, each under its own client, and every other point is written. Also: a 4xx the
 //! sink does not know is not retried forever, and `autofactory replay` after the cause is fixed.
+//! Through a real factory and the protocol: a refused line is kept under the client whose
+//! session sent it.
 
+mod common;
 mod sink_common;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -418,4 +421,99 @@ fn replay_writes_dead_letters_once_the_cause_is_fixed() {
         stderr.contains("junk.lp") && stderr.contains("line 1"),
         "{stderr}"
     );
+}
+
+#[test]
+fn through_the_factory_a_refused_line_is_kept_under_the_client_that_sent_it() {
+    let dir = common::temp_dir("refusals-factory");
+    // The store refuses pi-b's mem points (a type conflict), takes everything else.
+    let written = Arc::new(Mutex::new(Vec::<String>::new()));
+    let server = FakeInflux::with(
+        TcpListener::bind("127.0.0.1:0").expect("bind"),
+        {
+            let written = written.clone();
+            Box::new(move |req: &Request| {
+                let mut dropped = 0;
+                for l in req.body.lines() {
+                    if l.starts_with("mem,host=pi-b") {
+                        dropped += 1;
+                    } else {
+                        written.lock().expect("lock").push(l.to_string());
+                    }
+                }
+                if dropped == 0 {
+                    return Reply::new(204, "", "");
+                }
+                Reply::new(
+                    422,
+                    "",
+                    &format!(
+                        r#"{{"code":"unprocessable entity","message":"failure writing points to database: partial write: field type conflict: input field \"total\" on measurement \"mem\" is type integer, already exists as type float dropped={dropped}"}}"#
+                    ),
+                )
+            })
+        },
+        None,
+    );
+    let h = common::Harness::start_real_sink(
+        &dir,
+        &common::config_text(&format!(
+            r#""sink": {{"kind": "influxdb", "api": "v2", "url": "{}", "org": "o", "bucket": "b", "token": "t"}}"#,
+            server.url()
+        )),
+    );
+    let (ida, idb) = smol::block_on(async {
+        let (mut a, wa) = common::Client::enroll(h.addr, "pi-a").await;
+        let (mut b, wb) = common::Client::enroll(h.addr, "pi-b").await;
+        for seq in 1..=3 {
+            let t = 1_700_000_000_000_000_000 + seq as i64 * 10_000_000_000;
+            assert_eq!(a.batch(seq, vec![common::snapshot(t, 0)]).await.seq, seq);
+            assert_eq!(b.batch(seq, vec![common::snapshot(t, 0)]).await.seq, seq);
+        }
+        (wa.client_id, wb.client_id)
+    });
+    let metrics = h.get("/metrics");
+    h.stop().expect("clean shutdown");
+    let dead = dead_letters(&dir.join("data"));
+    assert_eq!(dead.len(), 3, "pi-b's three mem points: {dead:?}");
+    for (client, reason, line) in &dead {
+        assert_eq!(client, &idb, "{line}");
+        assert!(line.starts_with("mem,host=pi-b"), "{line}");
+        assert!(reason.contains("field type conflict"), "{reason}");
+    }
+    let written = written.lock().expect("lock").clone();
+    for host in ["pi-a", "pi-b"] {
+        for m in ["system", "autofact"] {
+            let n = written
+                .iter()
+                .filter(|l| l.starts_with(&format!("{m},host={host}")))
+                .collect::<BTreeSet<_>>()
+                .len();
+            assert_eq!(n, 3, "{m} of {host} in {written:?}");
+        }
+    }
+    assert_eq!(
+        written
+            .iter()
+            .filter(|l| l.starts_with("mem,host=pi-a"))
+            .collect::<BTreeSet<_>>()
+            .len(),
+        3
+    );
+    assert_eq!(
+        metric(
+            &metrics,
+            &format!("autofactory_dead_lettered_points_total{{client=\"{idb}\"}}")
+        ),
+        3,
+        "{metrics}"
+    );
+    assert_eq!(
+        metric(
+            &metrics,
+            &format!("autofactory_dead_lettered_points_total{{client=\"{ida}\"}}")
+        ),
+        0
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }
