@@ -251,28 +251,148 @@ pub(crate) fn error_text(body: &str, header: Option<&str>, reason: &str) -> Stri
     header.unwrap_or(reason).to_string()
 }
 
-/// The lines of `body` (0-based) that an InfluxDB error names as unparsable: 1.x lists every
-/// one as `unable to parse '<line>': <why>`, 2.x the first. Lines are matched whole, so a
-/// message cut short names nothing, and the writer halves the body instead.
+/// The lines of `body` (0-based) an InfluxDB error says it refused, when it says which:
+/// - 1.x lists every unparsable line as `unable to parse '<line>': <why>`, 2.x the first;
+///   lines are matched whole, so a message cut short names nothing.
+/// - A type conflict (`input field "v" on measurement "m" is type float, already exists as
+///   type integer ... dropped=N`) names no line, but when exactly N lines of the body carry that
+///   field of that measurement with that type, those are the ones.
+///
+/// Otherwise nothing: the writer halves the body. Either way the writer sends the other lines
+/// again, so a wrong guess can never lose a line (at worst one already written is also kept as
+/// a dead letter).
 pub(crate) fn named_lines(body: &str, message: &str) -> Vec<usize> {
     const PREFIX: &str = "unable to parse '";
+    let lines = || body.split('\n').filter(|l| !l.is_empty()).enumerate();
     let quoted: Vec<&str> = message
         .match_indices(PREFIX)
         .map(|(i, _)| &message[i + PREFIX.len()..])
         .collect();
-    if quoted.is_empty() {
-        return Vec::new();
+    if !quoted.is_empty() {
+        return lines()
+            .filter(|(_, line)| {
+                quoted
+                    .iter()
+                    .any(|q| q.starts_with(line) && q[line.len()..].starts_with('\''))
+            })
+            .map(|(i, _)| i)
+            .collect();
     }
-    body.split('\n')
-        .filter(|l| !l.is_empty())
-        .enumerate()
-        .filter(|(_, line)| {
-            quoted
-                .iter()
-                .any(|q| q.starts_with(line) && q[line.len()..].starts_with('\''))
-        })
+    let Some((measurement, field, kind, dropped)) = type_conflict(message) else {
+        return Vec::new();
+    };
+    let found: Vec<usize> = lines()
+        .filter(|(_, line)| field_kind(line, &measurement, &field) == Some(kind))
         .map(|(i, _)| i)
-        .collect()
+        .collect();
+    if found.len() == dropped {
+        found
+    } else {
+        Vec::new()
+    }
+}
+
+/// From `... input field "F" on measurement "M" is type T, already exists as type U ...
+/// dropped=N`: (M, F, T, N). Names are Go-quoted (`%q`): `\"` and `\\` are undone.
+fn type_conflict(message: &str) -> Option<(String, String, &str, usize)> {
+    let rest = &message[message.find("input field \"")? + 13..];
+    let (field, rest) = go_unquote(rest)?;
+    let rest = rest.strip_prefix(" on measurement \"")?;
+    let (measurement, rest) = go_unquote(rest)?;
+    let rest = rest.strip_prefix(" is type ")?;
+    let kind = rest.split(',').next()?;
+    let at = message.rfind("dropped=")?;
+    let dropped = message[at + 8..]
+        .split(|c: char| !c.is_ascii_digit())
+        .next()?
+        .parse()
+        .ok()?;
+    Some((measurement, field, kind, dropped))
+}
+
+/// The inside of a Go-quoted string up to its closing quote, and what follows it.
+fn go_unquote(s: &str) -> Option<(String, &str)> {
+    let mut out = String::new();
+    let mut chars = s.char_indices();
+    while let Some((i, c)) = chars.next() {
+        match c {
+            '"' => return Some((out, &s[i + 1..])),
+            '\\' => out.push(chars.next()?.1),
+            c => out.push(c),
+        }
+    }
+    None
+}
+
+/// The InfluxDB type name (`float`, `integer`, `unsigned`, `string`, `boolean`) of `field` in
+/// `line`, when the line is a point of `measurement` that has it. A small reader of the line
+/// protocol's escaping: `\` escapes in names, double-quoted strings with `\"` and `\\`.
+fn field_kind(line: &str, measurement: &str, field: &str) -> Option<&'static str> {
+    let b = line.as_bytes();
+    // Measurement: up to an unescaped ',' or ' '.
+    let mut i = 0;
+    let mut name = Vec::new();
+    while i < b.len() && b[i] != b',' && b[i] != b' ' {
+        if b[i] == b'\\' && i + 1 < b.len() {
+            i += 1;
+        }
+        name.push(b[i]);
+        i += 1;
+    }
+    if name != measurement.as_bytes() {
+        return None;
+    }
+    // Tags: skip to the first unescaped ' '.
+    while i < b.len() && b[i] != b' ' {
+        if b[i] == b'\\' {
+            i += 1;
+        }
+        i += 1;
+    }
+    i += 1;
+    // Fields: key=value pairs separated by ',' up to an unescaped ' ' outside quotes.
+    while i < b.len() {
+        let mut key = Vec::new();
+        while i < b.len() && b[i] != b'=' {
+            if b[i] == b'\\' && i + 1 < b.len() {
+                i += 1;
+            }
+            key.push(b[i]);
+            i += 1;
+        }
+        i += 1;
+        let start = i;
+        let kind = if b.get(i) == Some(&b'"') {
+            i += 1;
+            while i < b.len() && b[i] != b'"' {
+                if b[i] == b'\\' {
+                    i += 1;
+                }
+                i += 1;
+            }
+            i += 1;
+            "string"
+        } else {
+            while i < b.len() && b[i] != b',' && b[i] != b' ' {
+                i += 1;
+            }
+            match &line.get(start..i)? {
+                v if v.ends_with('i') => "integer",
+                v if v.ends_with('u') => "unsigned",
+                &("t" | "T" | "true" | "True" | "TRUE" | "f" | "F" | "false" | "False"
+                | "FALSE") => "boolean",
+                _ => "float",
+            }
+        };
+        if key == field.as_bytes() {
+            return Some(kind);
+        }
+        if b.get(i) != Some(&b',') {
+            return None;
+        }
+        i += 1;
+    }
+    None
 }
 
 /// `Retry-After` (RFC 9110): delay seconds, or an IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`)

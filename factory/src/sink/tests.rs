@@ -164,8 +164,23 @@ fn helpers() {
         named_lines(body, "unable to parse 'bad li"),
         Vec::<usize>::new()
     );
+    // A type conflict names the field, measurement and type; with dropped=N matching the lines
+    // of that type, those are the ones; otherwise none.
+    let body = "m v=1i 1\nm v=2.5 2\nm,t=a v=3 3\nn v=4.5 4\nm w=1,v=\"s\" 5\n";
+    let conflict = |kind: &str, n: usize| {
+        format!("partial write: field type conflict: input field \"v\" on measurement \"m\" is type {kind}, already exists as type integer dropped={n}")
+    };
+    assert_eq!(named_lines(body, &conflict("float", 2)), vec![1, 2]);
     assert_eq!(
-        named_lines(body, "partial write: field type conflict: input field \"v\" on measurement \"m\" is type float, already exists as type integer dropped=1"),
+        named_lines(body, &conflict("float", 3)),
+        Vec::<usize>::new()
+    );
+    assert_eq!(named_lines(body, &conflict("string", 1)), vec![4]);
+    assert_eq!(
+        named_lines(
+            body,
+            "partial write: points beyond retention policy dropped=2"
+        ),
         Vec::<usize>::new()
     );
     assert_eq!(
@@ -237,6 +252,60 @@ fn the_day_files_leave_the_reserve_free() {
     assert!(e.contains("for the inventory"), "{e}");
     assert!(check_room(0, total, 1).is_err());
     assert!(check_room(10, u64::MAX, u64::MAX).is_err(), "no overflow");
+}
+
+#[test]
+fn field_kinds_survive_hostile_escaping() {
+    use super::influx::named_lines;
+    let conflict = |m: &str, f: &str, kind: &str, n: usize| {
+        // Go's %q, as InfluxDB quotes the names.
+        let q = |s: &str| s.replace('\\', "\\\\").replace('"', "\\\"");
+        format!(
+            "failure writing points to database: partial write: field type conflict: input field \"{}\" on measurement \"{}\" is type {kind}, already exists as type float dropped={n}",
+            q(f),
+            q(m)
+        )
+    };
+    let body = concat!(
+        "my\\ m\\,x,t=a\\ b v=1i,w=\"a \\\" b, c=1i\" 1\n", // measurement "my m,x"
+        "my\\ m\\,x w=\"x\",f\\=\\ k=2u 2\n",               // field "f= k" unsigned
+        "my\\ m\\,x b=T,c=false 3\n",
+        "my\\ m\\,x v=-1.5e3 4\n",
+    );
+    assert_eq!(
+        named_lines(body, &conflict("my m,x", "v", "integer", 1)),
+        vec![0]
+    );
+    assert_eq!(
+        named_lines(body, &conflict("my m,x", "f= k", "unsigned", 1)),
+        vec![1]
+    );
+    assert_eq!(
+        named_lines(body, &conflict("my m,x", "c", "boolean", 1)),
+        vec![2]
+    );
+    assert_eq!(
+        named_lines(body, &conflict("my m,x", "v", "float", 1)),
+        vec![3]
+    );
+    // "c=1i" inside the quoted string of line 0 is not a field.
+    assert_eq!(
+        named_lines(body, &conflict("my m,x", "c", "integer", 1)),
+        Vec::<usize>::new()
+    );
+    assert_eq!(
+        named_lines(body, &conflict("my m,x", "w", "string", 2)),
+        vec![0, 1]
+    );
+    assert_eq!(
+        named_lines(body, &conflict("other", "v", "integer", 1)),
+        Vec::<usize>::new()
+    );
+    assert_eq!(
+        named_lines("m\n\\\n=\"\n", &conflict("m", "v", "float", 1)),
+        Vec::<usize>::new(),
+        "no panic on junk"
+    );
 }
 
 #[test]
