@@ -15,7 +15,7 @@ use super::config::{Api, Batching, SinkConfig, Target};
 use super::dead_letter::{self, DeadLetters};
 use super::file::{check_room, civil_from_days, reserve, utc_day, RESERVE_CAP};
 use super::influx::{base64, error_text, named_lines, parse_retry_after, url_encode};
-use super::writer::{Attempt, Backend, UNEXPECTED_TRIES};
+use super::writer::{one_line, Attempt, Backend, UNEXPECTED_TRIES};
 use super::{Sink, SinkError};
 use crate::metrics::Metrics;
 
@@ -306,6 +306,25 @@ fn field_kinds_survive_hostile_escaping() {
         Vec::<usize>::new(),
         "no panic on junk"
     );
+}
+
+#[test]
+fn logged_reasons_are_one_short_line() {
+    assert_eq!(
+        one_line("partial write: x dropped=1"),
+        "partial write: x dropped=1"
+    );
+    assert_eq!(
+        one_line("unable to parse 'a'\nunable to parse 'b'"),
+        "unable to parse 'a'…"
+    );
+    let long = "é".repeat(400);
+    let cut = one_line(&long);
+    assert!(
+        cut.len() <= 300 + '…'.len_utf8() && cut.ends_with('…'),
+        "{cut}"
+    );
+    assert_eq!(one_line(""), "");
 }
 
 #[test]

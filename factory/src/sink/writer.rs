@@ -377,8 +377,9 @@ impl<B: Backend> Writer<B> {
                 REFUSALS,
                 &key,
                 n,
-                "sink: {store} refused {n} line(s) of client(s) {}: {reason}; kept in {} (`autofactory replay` once fixed)",
+                "sink: {store} refused {n} line(s) of client(s) {}: {}; kept in {} (`autofactory replay` once fixed)",
                 clients.join(", "),
+                one_line(reason),
                 path.display()
             );
         }
@@ -480,6 +481,21 @@ fn recv_until(rx: &Receiver<Submission>, deadline: Instant) -> Option<Submission
         smol::Timer::at(deadline).await;
         None
     }))
+}
+
+/// The start of a reason for a log line: its first line, at most 300 bytes (1.x lists every
+/// unparsable line; the dead-letter file keeps the whole reason).
+pub(crate) fn one_line(reason: &str) -> String {
+    let first = reason.lines().next().unwrap_or("");
+    let mut end = first.len().min(300);
+    while !first.is_char_boundary(end) {
+        end -= 1;
+    }
+    if end < reason.len() {
+        format!("{}…", &first[..end])
+    } else {
+        first.to_string()
+    }
 }
 
 /// `lines` as one body, each line ending in `\n`.
