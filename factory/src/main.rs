@@ -92,12 +92,16 @@ fn main() -> ExitCode {
                 Ok((
                     args.opt_value_from_str::<_, PathBuf>("--config")?,
                     args.opt_value_from_str::<_, PathBuf>("--data-dir")?,
-                    args.opt_value_from_str::<_, u64>("--timeout")?,
+                    args.opt_value_from_str::<_, String>("--timeout")?,
                 ))
             })();
             let (config, data_dir, timeout) = match flags {
                 Ok(f) => f,
                 Err(e) => return usage_error(e),
+            };
+            let timeout = match timeout.map(|t| t.parse::<u64>().map_err(|_| t)).transpose() {
+                Ok(t) => t,
+                Err(t) => return usage_error(format!("--timeout: not a number of seconds: {t:?}")),
             };
             let files: Vec<PathBuf> = args.finish().into_iter().map(PathBuf::from).collect();
             if files.is_empty() {

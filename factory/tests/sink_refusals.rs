@@ -517,3 +517,72 @@ fn through_the_factory_a_refused_line_is_kept_under_the_client_that_sent_it() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn replay_while_the_store_is_down_says_so_and_can_be_run_again() {
+    let data = TempDir::new("refusals-replay-down").expect("temp dir");
+    let dir = data.path().join("dead-letters");
+    std::fs::create_dir_all(&dir).expect("dead-letter dir");
+    // A file in the documented format, written by hand.
+    let file = dir.join("2026-12-01.lp");
+    std::fs::write(
+        &file,
+        format!(
+            "# refused at=2026-12-01T10:00:00Z client={} reason=\"HTTP 422: retention\"\nm,host=a v=1i 1\nm,host=a v=2i 2\n",
+            C[0]
+        ),
+    )
+    .expect("write dead letters");
+    let port = autofact_tests::poll::free_port().expect("free port");
+    let cfg = data.join("factory.json");
+    std::fs::write(
+        &cfg,
+        format!(
+            r#"{{"data_dir": "{}", "sink": {{"kind": "influxdb", "api": "v2", "url": "http://127.0.0.1:{port}",
+                "org": "o", "bucket": "b", "token": "t"}}}}"#,
+            data.path().display()
+        ),
+    )
+    .expect("write config");
+    let replay = |path: &Path| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_autofactory"))
+            .args(["replay", "--timeout", "2", "--config"])
+            .arg(&cfg)
+            .arg(path)
+            .output()
+            .expect("run autofactory replay")
+    };
+    let out = replay(&file);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let aside = dir.join("2026-12-01.lp.replaying");
+    assert!(
+        stderr.contains("did not take every line within 2 s")
+            && stderr.contains(&aside.display().to_string()),
+        "{stderr}"
+    );
+    assert!(aside.exists() && !file.exists());
+
+    // The store is back: the file left aside is replayed.
+    let store = Arc::new(Mutex::new(Store::default()));
+    let _server = FakeInflux::with(
+        TcpListener::bind(("127.0.0.1", port)).expect("bind the same port"),
+        v2_store(store.clone()),
+        None,
+    );
+    let out = replay(&aside);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let written = store.lock().expect("store lock").written.clone();
+    assert_eq!(
+        written.into_iter().collect::<Vec<_>>(),
+        vec!["m,host=a v=1i 1".to_string(), "m,host=a v=2i 2".to_string()]
+    );
+    assert!(dir.join("2026-12-01.lp.replayed").exists());
+    assert!(!aside.exists());
+    assert!(dead_letters(data.path()).is_empty());
+}
