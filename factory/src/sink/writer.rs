@@ -284,15 +284,14 @@ impl<B: Backend> Writer<B> {
                 }
                 Answer::TooLarge | Answer::Refused { .. } => {
                     let (a, b) = lines.split_at(lines.len() / 2);
-                    let mut out = Vec::new();
-                    self.put_halves(a, b, &mut out)?;
-                    refused.extend(out);
-                    return Ok(());
+                    return self.put_halves(a, b, refused);
                 }
             }
         }
     }
 
+    /// Sends each half as its own body and settles its answer (recursion depth: log2 of the
+    /// batch's lines).
     fn put_halves<'a>(
         &mut self,
         a: &[Line<'a>],
