@@ -22,7 +22,7 @@ use std::time::Instant;
 struct CountSink(Arc<AtomicUsize>);
 
 impl FactSink for CountSink {
-    fn write(&self, _lines: String, points: usize) -> WriteFuture {
+    fn write(&self, _client: &str, _lines: String, points: usize) -> WriteFuture {
         self.0.fetch_add(points, Ordering::Relaxed);
         Box::pin(async { Ok(()) })
     }

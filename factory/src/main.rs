@@ -17,12 +17,17 @@ usage:
   autofactory run [--config FILE] [--listen ADDR] [--admin-listen ADDR|''] [--data-dir DIR]
                   [--quiet] [--verbose]
   autofactory clients [--admin ADDR]
+  autofactory replay [--config FILE] [--data-dir DIR] [--timeout SECS] DEAD-LETTER-FILE...
   autofactory --help | --version
 
 run        accept agents (default listen 0.0.0.0:8675, admin 127.0.0.1:8676); without --config,
            safe defaults: data in ./autofactory-data (or $STATE_DIRECTORY), the file sink, and a
            generated enrollment token stored in the data dir. SIGHUP re-reads the config.
 clients    print the inventory of a running factory (default --admin 127.0.0.1:8676)
+replay     write dead-letter files (<data dir>/dead-letters/*.lp, lines the store refused) to the
+           configured sink again, once the cause is fixed; lines still refused are dead-lettered
+           again; each file is renamed FILE.replayed when done (--timeout: give up after SECS,
+           default 120, if the store does not take the lines)
 --quiet    no line per batch;  --verbose: also print the points
 ";
 
@@ -82,8 +87,35 @@ fn main() -> ExitCode {
             }
             clients(&addr)
         }
+        Ok(Some(cmd)) if cmd == "replay" => {
+            let flags = (|| -> Result<_, pico_args::Error> {
+                Ok((
+                    args.opt_value_from_str::<_, PathBuf>("--config")?,
+                    args.opt_value_from_str::<_, PathBuf>("--data-dir")?,
+                    args.opt_value_from_str::<_, String>("--timeout")?,
+                ))
+            })();
+            let (config, data_dir, timeout) = match flags {
+                Ok(f) => f,
+                Err(e) => return usage_error(e),
+            };
+            let timeout = match timeout.map(|t| t.parse::<u64>().map_err(|_| t)).transpose() {
+                Ok(t) => t,
+                Err(t) => return usage_error(format!("--timeout: not a number of seconds: {t:?}")),
+            };
+            let files: Vec<PathBuf> = args.finish().into_iter().map(PathBuf::from).collect();
+            if files.is_empty() {
+                return usage_error(
+                    "replay: which dead-letter file? (e.g. <data dir>/dead-letters/2026-12-06.lp)",
+                );
+            }
+            if let Some(f) = files.iter().find(|f| f.to_string_lossy().starts_with('-')) {
+                return usage_error(format!("replay: unknown flag {f:?}"));
+            }
+            replay(config, data_dir, timeout.unwrap_or(120), &files)
+        }
         Ok(Some(cmd)) => usage_error(format!("unknown command {cmd:?}")),
-        Ok(None) => usage_error("missing command: run or clients"),
+        Ok(None) => usage_error("missing command: run, clients or replay"),
         Err(e) => usage_error(e),
     }
 }
@@ -109,6 +141,52 @@ fn clients(addr: &str) -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// `autofactory replay`: each file in turn through the configured sink; exit 1 at the first
+/// that fails (the others are left as they are).
+fn replay(
+    config: Option<PathBuf>,
+    data_dir: Option<PathBuf>,
+    timeout_secs: u64,
+    files: &[PathBuf],
+) -> ExitCode {
+    let mut cfg = match &config {
+        Some(p) => match FactoryConfig::load(p) {
+            Ok(c) => c,
+            Err(e) => return usage_error(e),
+        },
+        None => FactoryConfig::default(),
+    };
+    if let Some(d) = data_dir {
+        cfg.data_dir = d;
+    }
+    for file in files {
+        match autofactory::sink::replay::replay(
+            &cfg.sink,
+            &cfg.data_dir,
+            file,
+            std::time::Duration::from_secs(timeout_secs),
+        ) {
+            Ok(s) => println!(
+                "autofactory: replayed {} lines from {}: {} written, {} refused again (kept in {}); the file is now {}",
+                s.lines,
+                file.display(),
+                s.written,
+                s.refused,
+                s.dead_dir.display(),
+                s.kept.display()
+            ),
+            Err(autofactory::sink::replay::ReplayError::Sink(e @ autofactory::sink::SinkError::Config(_))) => {
+                return usage_error(e)
+            }
+            Err(e) => {
+                eprintln!("autofactory: replay: {e}");
+                return ExitCode::from(1);
+            }
+        }
+    }
+    ExitCode::SUCCESS
 }
 
 /// Flags and file -> validated config; every failure is a usage error (exit 2).

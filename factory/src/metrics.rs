@@ -1,7 +1,9 @@
 //! The factory's own counters (lock-free atomics), rendered as Prometheus text for `GET /metrics`.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 
 /// Why a connection was refused or dropped; one `rejected_connections_total` series each.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,15 +105,38 @@ pub struct Metrics {
     pub sink_errors: AtomicU64,
     /// Sink write retries.
     pub sink_retries: AtomicU64,
-    /// Points the sink refused as poison (InfluxDB 400) and dropped.
-    pub points_dropped_by_sink: AtomicU64,
+    /// Points the store refused for good, kept in the dead-letter files (all clients).
+    pub points_dead_lettered: AtomicU64,
     rejected: [AtomicU64; 13],
+    /// Dead-lettered points per client id; only clients with refusals have an entry.
+    dead_lettered: Mutex<BTreeMap<String, u64>>,
 }
 
 impl Metrics {
     /// Counts one rejected or dropped connection.
     pub fn reject(&self, reason: Reason) {
         self.rejected[reason.index()].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts `n` points of `client` written to a dead-letter file.
+    pub fn dead_lettered(&self, client: &str, n: u64) {
+        self.points_dead_lettered.fetch_add(n, Ordering::Relaxed);
+        *self
+            .dead_lettered
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(client.to_string())
+            .or_default() += n;
+    }
+
+    /// Dead-lettered points of `client` so far.
+    pub fn dead_lettered_of(&self, client: &str) -> u64 {
+        self.dead_lettered
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(client)
+            .copied()
+            .unwrap_or(0)
     }
 
     /// Rejections so far for `reason`.
@@ -211,13 +236,21 @@ impl Metrics {
             "Sink write retries.",
             &self.sink_retries,
         );
-        g(
-            &mut out,
-            "points_dropped_by_sink_total",
-            "counter",
-            "Points refused by the store as malformed.",
-            &self.points_dropped_by_sink,
-        );
+        let _ = writeln!(out, "# HELP autofactory_dead_lettered_points_total Points the store refused, kept in the dead-letter files, by client.");
+        let _ = writeln!(out, "# TYPE autofactory_dead_lettered_points_total counter");
+        for (client, n) in self
+            .dead_lettered
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+        {
+            // Client ids are hex (or "-"); escaped anyway, as the text format asks.
+            let client = client.replace('\\', "\\\\").replace('"', "\\\"");
+            let _ = writeln!(
+                out,
+                "autofactory_dead_lettered_points_total{{client=\"{client}\"}} {n}"
+            );
+        }
         let _ = writeln!(out, "# HELP autofactory_rejected_connections_total Connections refused or dropped, by reason.");
         let _ = writeln!(out, "# TYPE autofactory_rejected_connections_total counter");
         for r in Reason::ALL {
@@ -250,5 +283,12 @@ mod tests {
         );
         assert!(text.contains("autofactory_rejected_connections_total{reason=\"busy\"} 0\n"));
         assert!(text.contains("autofactory_points_written_total 7\n"));
+        m.dead_lettered("c1", 2);
+        m.dead_lettered("c1", 1);
+        m.dead_lettered("c\"2", 4);
+        let text = m.render();
+        assert!(text.contains("autofactory_dead_lettered_points_total{client=\"c1\"} 3\n"));
+        assert!(text.contains("autofactory_dead_lettered_points_total{client=\"c\\\"2\"} 4\n"));
+        assert_eq!(m.points_dead_lettered.load(Ordering::Relaxed), 7);
     }
 }

@@ -31,9 +31,10 @@ pub type WriteFuture =
 
 /// Where facts go. Implemented by [`crate::sink::Sink`]; tests substitute an in-memory one.
 pub trait FactSink: Send + Sync + 'static {
-    /// Resolves once `lines` are durable; waits while the store is failing; an error only when
-    /// the sink has shut down.
-    fn write(&self, lines: String, points: usize) -> WriteFuture;
+    /// Resolves once `lines` (from client `client`) are durable -- written, or refused by the
+    /// store and kept as dead letters under `client`; waits while the store is failing; an
+    /// error only when the sink has shut down.
+    fn write(&self, client: &str, lines: String, points: usize) -> WriteFuture;
     /// Drains in-flight writes, then stops.
     fn shutdown(&self);
     /// Where the facts go, for the startup line.
@@ -43,10 +44,10 @@ pub trait FactSink: Send + Sync + 'static {
 }
 
 impl FactSink for crate::sink::Sink {
-    fn write(&self, lines: String, points: usize) -> WriteFuture {
-        let sink = self.clone();
+    fn write(&self, client: &str, lines: String, points: usize) -> WriteFuture {
+        let (sink, client) = (self.clone(), client.to_string());
         Box::pin(async move {
-            sink.write(lines, points)
+            sink.write(&client, lines, points)
                 .await
                 .map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)
         })

@@ -798,7 +798,7 @@ impl Live<'_> {
         if crate::log::enabled(crate::log::DEBUG) {
             print!("{lines}");
         }
-        let write = (points > 0).then(|| self.shared.sink.write(lines, points));
+        let write = (points > 0).then(|| self.shared.sink.write(self.id, lines, points));
         self.accepted = b.seq;
         self.inflight.push(b.seq, backlog, write);
         Ok(())

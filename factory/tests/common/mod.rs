@@ -113,7 +113,7 @@ impl MemSink {
 }
 
 impl FactSink for MemSink {
-    fn write(&self, lines: String, points: usize) -> WriteFuture {
+    fn write(&self, _client: &str, lines: String, points: usize) -> WriteFuture {
         self.0.started.fetch_add(1, Ordering::SeqCst);
         let gate = self.0.gate.lock().expect("lock").clone();
         let me = self.0.clone();
