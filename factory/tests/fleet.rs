@@ -1,0 +1,138 @@
+//! Several factories, one fleet (issue 18): with a shared `fleet_key` any factory verifies any
+//! client, a client enrolled before the key keeps working through its stored hash, and a factory
+//! without the key behaves as before. Real factories on 127.0.0.1:0 with in-memory sinks.
+
+mod common;
+
+use autofact_fbs::{Message, RejectCode};
+use common::*;
+
+const KEY: &str = "fleet-key-for-tests-0123456789abcdef";
+
+fn with_key(key: &str) -> String {
+    config_text(&format!(r#""fleet_key": "{key}""#))
+}
+
+#[test]
+fn a_client_enrolled_at_one_factory_is_welcomed_back_at_another_of_the_fleet() {
+    let (da, db) = (temp_dir("fleet-a"), temp_dir("fleet-b"));
+    let a = Harness::start(&da, &with_key(KEY));
+    let b = Harness::start(&db, &with_key(KEY));
+    smol::block_on(async {
+        let (mut c, w) = Client::enroll(a.addr, "pi-moved").await;
+        assert!(!w.welcome_back);
+        // The secret is derived from the fleet key, not random.
+        assert_eq!(
+            w.secret,
+            autofactory::ids::fleet_secret(KEY, &w.client_id),
+            "the enrollment secret must be the fleet secret"
+        );
+        assert_eq!(c.batch(1, vec![snapshot(1_000, 0)]).await.seq, 1);
+        drop(c);
+
+        // B has never seen it: welcomed back under the same id, recorded in B's inventory.
+        let (mut c2, answer) =
+            Client::hello(b.addr, back_hello(&w.client_id, &w.secret, "pi-moved")).await;
+        match answer {
+            Message::Welcome(back) => {
+                assert!(back.welcome_back, "B must not enroll it again");
+                assert_eq!(back.client_id, w.client_id);
+                assert_eq!(back.secret, "", "no new secret for a known client");
+            }
+            other => panic!("expected a welcome back from B, got {other:?}"),
+        }
+        assert_eq!(c2.batch(2, vec![snapshot(2_000, 0)]).await.seq, 2);
+        let rec = b.factory.inventory().get(&w.client_id).expect("in B");
+        assert_eq!(rec.hostname, "pi-moved");
+        assert_eq!(
+            rec.secret_hash,
+            autofactory::ids::secret_hash(&w.secret),
+            "B stores only the hash"
+        );
+        assert_eq!(rec.last_acked_seq, 2);
+        drop(c2);
+
+        // A wrong secret for that id is refused at B now that it knows it, and an unknown id
+        // with a secret not valid under the key is unknown, as before.
+        let wrong = "f".repeat(64);
+        assert_eq!(
+            refused(b.addr, back_hello(&w.client_id, &wrong, "x"))
+                .await
+                .0,
+            RejectCode::BadSecret
+        );
+        let stranger = "0123456789abcdef0123456789abcdef";
+        assert_eq!(
+            refused(b.addr, back_hello(stranger, &wrong, "x")).await.0,
+            RejectCode::UnknownClient
+        );
+        assert!(b.factory.inventory().get(stranger).is_none());
+    });
+    // Neither factory enrolled a second client.
+    assert_eq!(a.factory.inventory().len(), 1);
+    assert_eq!(b.factory.inventory().len(), 1);
+    assert_eq!(
+        metric(&b.get("/metrics"), "autofactory_clients_enrolled_total"),
+        0
+    );
+    a.stop().expect("clean shutdown");
+    b.stop().expect("clean shutdown");
+}
+
+#[test]
+fn another_fleet_key_or_none_does_not_know_the_client() {
+    let (da, db, dc) = (
+        temp_dir("fleet-key-1"),
+        temp_dir("fleet-key-2"),
+        temp_dir("fleet-none"),
+    );
+    let a = Harness::start(&da, &with_key(KEY));
+    let b = Harness::start(&db, &with_key("another-fleet-key-0123456789abcdef"));
+    let c = Harness::start(&dc, &config_text(""));
+    smol::block_on(async {
+        let (_c, w) = Client::enroll(a.addr, "pi").await;
+        for other in [b.addr, c.addr] {
+            assert_eq!(
+                refused(other, back_hello(&w.client_id, &w.secret, "pi"))
+                    .await
+                    .0,
+                RejectCode::UnknownClient
+            );
+        }
+        // Without a key, enrollment secrets stay random.
+        let (_c2, w2) = Client::enroll(c.addr, "pi-2").await;
+        assert_ne!(
+            w2.secret,
+            autofactory::ids::fleet_secret(KEY, &w2.client_id)
+        );
+    });
+    assert_eq!(b.factory.inventory().len(), 0);
+    a.stop().expect("clean shutdown");
+    b.stop().expect("clean shutdown");
+    c.stop().expect("clean shutdown");
+}
+
+#[test]
+fn a_client_enrolled_before_the_fleet_key_keeps_working_through_its_stored_hash() {
+    let dir = temp_dir("fleet-upgrade");
+    let h = Harness::start(&dir, &config_text(""));
+    let w = smol::block_on(async {
+        let (_c, w) = Client::enroll(h.addr, "old-pi").await;
+        w
+    });
+    h.stop().expect("clean shutdown");
+    // The same factory (same inventory), now with a fleet key.
+    let h = Harness::start(&dir, &with_key(KEY));
+    smol::block_on(async {
+        let (_c, answer) =
+            Client::hello(h.addr, back_hello(&w.client_id, &w.secret, "old-pi")).await;
+        match answer {
+            Message::Welcome(back) => {
+                assert!(back.welcome_back);
+                assert_eq!(back.client_id, w.client_id);
+            }
+            other => panic!("expected a welcome back, got {other:?}"),
+        }
+    });
+    h.stop().expect("clean shutdown");
+}

@@ -1,0 +1,1 @@
+//! The sink against VictoriaMetrics (issue 18): placeholder, filled in below.
