@@ -60,6 +60,7 @@ impl Exported {
 /// A running VictoriaMetrics single node.
 #[derive(Debug)]
 pub struct Victoria {
+    bin: PathBuf,
     port: u16,
     proc: Option<Proc>,
     // Last: the directory goes after the process is killed.
@@ -77,43 +78,69 @@ impl Victoria {
                 .to_string()
         })?;
         let mut last = String::new();
+        // A port found free can be taken before it binds it: try again on a new one.
         for _ in 0..3 {
             let dir = TempDir::new("victoria").map_err(|e| format!("temp dir: {e}"))?;
             let port = free_port().map_err(|e| format!("free port: {e}"))?;
-            let mut cmd = Command::new(&bin);
-            cmd.arg(format!("-httpListenAddr=127.0.0.1:{port}"))
-                .arg(format!("-storageDataPath={}", dir.join("data").display()))
-                .arg("-loggerLevel=WARN")
-                // Tests read back what was just written: no 30 s hiding of recent samples.
-                .arg("-search.latencyOffset=0s");
-            let proc = Proc::spawn("victoria-metrics", cmd, dir.path())
-                .map_err(|e| format!("spawning {}: {e}", bin.display()))?;
             let mut v = Victoria {
+                bin: bin.clone(),
                 port,
-                proc: Some(proc),
+                proc: None,
                 dir,
             };
-            let health = format!("{}/health", v.url());
-            let ready = wait_for("victoria-metrics /health", Duration::from_secs(30), || {
-                if let Some(p) = v.proc.as_mut() {
-                    if let Ok(Some(status)) = p.try_wait() {
-                        return Some(Err(format!("victoria-metrics exited with {status}")));
-                    }
-                }
-                match minreq::get(&health).with_timeout(2).send() {
-                    Ok(r) if r.status_code == 200 => Some(Ok(())),
-                    _ => None,
-                }
-            });
-            match ready {
-                Ok(Ok(())) => return Ok(v),
-                Ok(Err(e)) | Err(e) => {
-                    last = format!("{e}\n{}", v.output());
-                    v.kill();
-                }
+            match v.start() {
+                Ok(()) => return Ok(v),
+                Err(e) => last = e,
             }
         }
         Err(format!("victoria-metrics did not start: {last}"))
+    }
+
+    /// Starts it (again) on the same port and storage; returns once `/health` answers.
+    pub fn start(&mut self) -> Result<(), String> {
+        if self.proc.is_some() {
+            return Ok(());
+        }
+        let mut cmd = Command::new(&self.bin);
+        cmd.arg(format!("-httpListenAddr=127.0.0.1:{}", self.port))
+            .arg(format!(
+                "-storageDataPath={}",
+                self.dir.join("data").display()
+            ))
+            .arg("-loggerLevel=WARN")
+            // Tests read back what was just written: no 30 s hiding of recent samples.
+            .arg("-search.latencyOffset=0s");
+        let proc = Proc::spawn("victoria-metrics", cmd, self.dir.path())
+            .map_err(|e| format!("spawning {}: {e}", self.bin.display()))?;
+        self.proc = Some(proc);
+        let health = format!("{}/health", self.url());
+        let ready = wait_for("victoria-metrics /health", Duration::from_secs(30), || {
+            if let Some(p) = self.proc.as_mut() {
+                if let Ok(Some(status)) = p.try_wait() {
+                    return Some(Err(format!("victoria-metrics exited with {status}")));
+                }
+            }
+            match minreq::get(&health).with_timeout(2).send() {
+                Ok(r) if r.status_code == 200 => Some(Ok(())),
+                _ => None,
+            }
+        });
+        match ready {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) | Err(e) => {
+                let out = self.output();
+                self.kill();
+                Err(format!("{e}\n{out}"))
+            }
+        }
+    }
+
+    /// Stops it (SIGTERM: it flushes what it buffered; SIGKILL after 30 s); data stays for
+    /// [`Victoria::start`].
+    pub fn stop(&mut self) {
+        if let Some(mut p) = self.proc.take() {
+            let _ = p.stop(Duration::from_secs(30));
+        }
     }
 
     /// [`Victoria::launch`], or `None` after printing SKIPPED when it is missing and

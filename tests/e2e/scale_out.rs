@@ -2,18 +2,24 @@
 //! and one InfluxDB, with several real agents at the settings users run (push every 10 s,
 //! periods of 1 to 10 s). One factory is stopped; every agent must reconnect through the
 //! balancer to the other, keep its client id (no second enrollment anywhere), and every series
-//! must be complete.
+//! must be complete, with no hole at all: batches are acknowledged only once durable, so what the
+//! stopped factory had not acknowledged is still on the agents' disks and goes to the other one.
+//! Once with SIGTERM (a rolling upgrade), once with SIGKILL (a crash).
 
 use crate::secs;
 use autofact_tests::haproxy::Haproxy;
 use autofact_tests::harness::{
-    check_series, now_ns, wait_series_until, Agent, AgentSpec, Factory, FactorySpec,
+    check_series, now_ns, wait_series_until, Agent, AgentSpec, Factory, FactorySpec, DB,
 };
+
 use autofact_tests::influx::{Influx, Json};
 use autofact_tests::poll::wait_for;
 use autofact_tests::tmp::TempDir;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
+
+/// The fleet inventory measurement each factory writes.
+const MEASUREMENT: &str = "autofact_client";
 
 /// Agents in the fleet.
 const AGENTS: usize = 4;
@@ -104,12 +110,29 @@ fn hosts() -> Vec<String> {
 
 #[test]
 fn two_factories_behind_haproxy_one_stops_every_agent_moves_keeps_its_id_nothing_lost() {
-    let name = "scale-out";
+    scenario("scale-out-stop", Stop::Term);
+}
+
+#[test]
+fn two_factories_behind_haproxy_one_is_killed_every_agent_moves_keeps_its_id_nothing_lost() {
+    scenario("scale-out-kill", Stop::Kill);
+}
+
+/// How the factory is taken away.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    /// SIGTERM: it drains, acks what is durable, and says goodbye (a rolling upgrade).
+    Term,
+    /// SIGKILL: no goodbye; its in-flight batches are unacknowledged (a crash).
+    Kill,
+}
+
+fn scenario(name: &str, how: Stop) {
     let began = Instant::now();
     let Some(influx) = Influx::launch_or_skip(name) else {
         return;
     };
-    let dir = TempDir::new("e2e-scale-out").unwrap_or_else(|e| panic!("temp dir: {e}"));
+    let dir = TempDir::new(&format!("e2e-{name}")).unwrap_or_else(|e| panic!("temp dir: {e}"));
     let spec = fleet_spec();
     let launch = |sub: &str| {
         let d = dir.join(sub);
@@ -175,12 +198,17 @@ fn two_factories_behind_haproxy_one_stops_every_agent_moves_keeps_its_id_nothing
     let stopped_ids = fleet.ids_of(stopped).unwrap_or_else(|e| fleet.fail(e));
     let stopped_at = now_ns();
     let stop_clock = Instant::now();
-    let status = fleet.factories[stopped].stop();
-    assert!(
-        status.is_some_and(|s| s.success()),
-        "factory {stopped} did not stop cleanly: {status:?}\n{}",
-        fleet.outputs()
-    );
+    match how {
+        Stop::Term => {
+            let status = fleet.factories[stopped].stop();
+            assert!(
+                status.is_some_and(|s| s.success()),
+                "factory {stopped} did not stop cleanly: {status:?}\n{}",
+                fleet.outputs()
+            );
+        }
+        Stop::Kill => fleet.factories[stopped].kill(),
+    }
 
     // Every agent ends up on the survivor, under the id it had.
     let moved = wait_for("every agent on the surviving factory", WAIT, || {
@@ -241,12 +269,58 @@ fn two_factories_behind_haproxy_one_stops_every_agent_moves_keeps_its_id_nothing
         "{} distinct client ids for {AGENTS} agents",
         all.len()
     );
+
+    // One fleet inventory in the store: one client_id per agent, written by both factories,
+    // each client's latest point from the survivor, connected.
+    let survivor_tag = format!(":{}", fleet.factories[survivor].addr().port());
+    let latest = |id: &str| -> Option<(i64, String)> {
+        let q = format!(
+            "SELECT \"connected\", \"factory\" FROM \"{MEASUREMENT}\" WHERE \"client_id\" = '{id}' \
+             ORDER BY time DESC LIMIT 1"
+        );
+        let s = fleet.influx.select(DB, &q).ok()?;
+        let s = s.first()?;
+        Some((
+            s.cell(0, "connected")?.as_i64()?,
+            s.cell(0, "factory")?.as_str()?.to_string(),
+        ))
+    };
+    let settled = wait_for("the fleet inventory to show the move", WAIT, || {
+        want.iter()
+            .all(|id| latest(id).is_some_and(|(c, f)| c == 1 && f.ends_with(&survivor_tag)))
+            .then_some(())
+    });
+    if let Err(e) = settled {
+        let now: Vec<_> = want.iter().map(|id| (id, latest(id))).collect();
+        fleet.fail(format!("{e}: latest points {now:?}"));
+    }
+    let tag_values = |key: &str| -> BTreeSet<String> {
+        let q = format!("SHOW TAG VALUES FROM \"{MEASUREMENT}\" WITH KEY = \"{key}\"");
+        match fleet.influx.select(DB, &q) {
+            Ok(series) => series
+                .iter()
+                .flat_map(|s| s.values.iter())
+                .filter_map(|row| row.get(1).and_then(Json::as_str).map(String::from))
+                .collect(),
+            Err(e) => fleet.fail(format!("{q}: {e}")),
+        }
+    };
+    assert_eq!(
+        tag_values("client_id"),
+        want,
+        "the store's fleet inventory must hold one client_id per agent"
+    );
+    assert_eq!(
+        tag_values("factory").len(),
+        2,
+        "both factories wrote the fleet inventory"
+    );
     for a in &mut fleet.agents {
         assert!(a.exited().is_none(), "agent {} exited", a.host());
     }
     println!(
-        "scale out: {AGENTS} agents, {} moved from factory {stopped} to {survivor} in {:.1} s \
-         after the stop, same ids, no hole; {:.1} s (stopped at {stopped_at})",
+        "scale out ({how:?}): {AGENTS} agents, {} moved from factory {stopped} to {survivor} in \
+         {:.1} s after the stop, same ids, no hole; {:.1} s (stopped at {stopped_at})",
         moving.len(),
         moved.as_secs_f64(),
         fleet.began.elapsed().as_secs_f64()
