@@ -136,3 +136,65 @@ fn a_client_enrolled_before_the_fleet_key_keeps_working_through_its_stored_hash(
     });
     h.stop().expect("clean shutdown");
 }
+
+#[test]
+fn clients_merges_the_inventories_of_several_factories_and_names_a_dead_one() {
+    let (da, db) = (temp_dir("fleet-cli-a"), temp_dir("fleet-cli-b"));
+    let a = Harness::start(&da, &with_key(KEY));
+    let b = Harness::start(&db, &with_key(KEY));
+    // A port nothing listens on: bound, then released.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .to_string();
+    let bin = env!("CARGO_BIN_EXE_autofactory");
+    smol::block_on(async {
+        let (c, w) = Client::enroll(a.addr, "pi-moved").await;
+        drop(c);
+        let (_stay_a, _) = Client::enroll(a.addr, "pi-on-a").await;
+        let (_on_b, answer) =
+            Client::hello(b.addr, back_hello(&w.client_id, &w.secret, "pi-moved")).await;
+        assert!(matches!(answer, Message::Welcome(_)), "{answer:?}");
+        wait_until("B to list pi-moved as connected, A not", || {
+            b.factory.connected().contains(&w.client_id)
+                && !a.factory.connected().contains(&w.client_id)
+        })
+        .await;
+        let both = format!("{},http://{}/", a.admin, b.admin);
+        let out = std::process::Command::new(bin)
+            .args(["clients", "--admin", &both, "--admin", &dead])
+            .output()
+            .expect("autofactory clients");
+        let table = String::from_utf8_lossy(&out.stdout);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{err}");
+        assert!(err.contains(&dead), "the dead factory is named: {err}");
+        let rows: Vec<&str> = table.lines().skip(1).collect();
+        assert_eq!(rows.len(), 2, "one row per client:\n{table}");
+        let moved = rows
+            .iter()
+            .find(|r| r.starts_with("pi-moved"))
+            .unwrap_or_else(|| panic!("no pi-moved row:\n{table}"));
+        assert!(moved.contains(&w.client_id));
+        // As B sees it (connected, B's peer address), not as A does.
+        let col = table.find("CONNECTED").expect("CONNECTED column");
+        assert!(
+            moved.get(col..).is_some_and(|c| c.starts_with("yes")),
+            "the connected view wins:\n{table}"
+        );
+        let b_addr = b
+            .factory
+            .inventory()
+            .get(&w.client_id)
+            .expect("in B")
+            .last_address;
+        assert!(moved.ends_with(&b_addr), "B's view:\n{table}");
+        let out = std::process::Command::new(bin)
+            .args(["clients", "--admin", &dead])
+            .output()
+            .expect("autofactory clients");
+        assert_eq!(out.status.code(), Some(1), "no factory answered");
+    });
+    a.stop().expect("clean shutdown");
+    b.stop().expect("clean shutdown");
+}
