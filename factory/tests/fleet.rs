@@ -198,3 +198,77 @@ fn clients_merges_the_inventories_of_several_factories_and_names_a_dead_one() {
     a.stop().expect("clean shutdown");
     b.stop().expect("clean shutdown");
 }
+
+/// The lines of measurement `autofact_client` for `id` in the sink, oldest first.
+fn fleet_lines(h: &Harness, id: &str) -> Vec<String> {
+    h.sink
+        .text()
+        .lines()
+        .filter(|l| l.starts_with(&format!("autofact_client,client_id={id},")))
+        .map(String::from)
+        .collect()
+}
+
+#[test]
+fn the_fleet_inventory_goes_to_the_sink_on_connect_and_on_disconnect() {
+    let dir = temp_dir("fleet-measurement");
+    let h = Harness::start(&dir, &with_key(KEY));
+    smol::block_on(async {
+        let (mut c, w) = Client::enroll(h.addr, "pi-listed").await;
+        let id = w.client_id.clone();
+        let mut b = autofact_fbs::Batch {
+            seq: 1,
+            snapshots: vec![snapshot(1_000, 7)],
+            config_hash: 0x1234,
+            ..Default::default()
+        };
+        b.snapshots[0]
+            .health
+            .as_mut()
+            .expect("health")
+            .dropped_batches = 2;
+        c.send(&Message::Batch(b)).await;
+        assert!(matches!(c.recv().await, Ok(Message::Ack(_))));
+        wait_until("a connected point", || {
+            fleet_lines(&h, &id)
+                .iter()
+                .any(|l| l.contains(" connected=1i,"))
+        })
+        .await;
+        let first = fleet_lines(&h, &id).remove(0);
+        let port = h.addr.port();
+        assert!(
+            first.contains(",factory=") && first.contains(&format!(":{port},host=pi-listed,")),
+            "tags: {first}"
+        );
+        assert!(first.contains(",region=eu,zone=eu-1 "), "tags: {first}");
+        assert!(first.contains("agent_version=\"0.1.0\""), "{first}");
+        let config_hash = format!(
+            "config_hash=\"{:016x}\"",
+            autofact_fbs::Config::default().hash()
+        );
+        assert!(first.contains(&config_hash), "{first}");
+        drop(c);
+        wait_until("a disconnected point", || {
+            fleet_lines(&h, &id)
+                .iter()
+                .any(|l| l.contains(" connected=0i,"))
+        })
+        .await;
+        let last = fleet_lines(&h, &id).pop().expect("a line");
+        // What the batch said: backlog, dropped and the applied Config, as of its last batch.
+        for want in [
+            " connected=0i,",
+            "backlog=7i",
+            "dropped=2i",
+            "applied_config_hash=\"0000000000001234\"",
+        ] {
+            assert!(last.contains(want), "{want} missing in {last}");
+        }
+        // One point per change: nothing more while it stays away.
+        let n = fleet_lines(&h, &id).len();
+        smol::Timer::after(std::time::Duration::from_millis(2500)).await;
+        assert_eq!(fleet_lines(&h, &id).len(), n, "{:?}", fleet_lines(&h, &id));
+    });
+    h.stop().expect("clean shutdown");
+}
