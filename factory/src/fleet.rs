@@ -2,11 +2,17 @@
 //! measurement `autofact_client`, so a view of the whole fleet spans factories and survives any
 //! one of them (the store holds it, not a factory).
 //!
-//! One point per client, tagged `client_id`, `host`, `region`, `zone` (when set) and `factory`
-//! (this factory's `hostname:port`); fields `connected` (1 or 0), `last_seen` (unix seconds),
-//! `backlog` and `dropped` (batches, from the client's latest health fact, when known),
-//! `agent_version`, `config_hash` (hex hash of the Config this factory means the client to
-//! have) and `applied_config_hash` (the one the agent reports it applied, when known).
+//! One point per client, tagged `client_id`, `host`, `region`, `zone` (when set), `factory`
+//! (this factory's `hostname:port`) and `agent_version`; fields `connected` (1 or 0),
+//! `last_seen` (unix seconds), `backlog` and `dropped` (batches, from the client's latest health
+//! fact, when known), `config_current` (1 when the Config the agent reports it applied is the one
+//! this factory means it to have, 0 when not, absent while unknown), and as strings
+//! `config_hash` (hex hash of the Config meant) and `applied_config_hash` (the agent's, when
+//! known).
+//!
+//! Every value a fleet view needs is a number or a tag because VictoriaMetrics keeps only numbers
+//! (it stores a string field as 0): the agent version is a tag (it changes rarely, so it adds a
+//! series per upgrade, not per point), and `config_current` says what the two hashes would.
 //!
 //! When: within [`POLL`] of a client connecting, disconnecting or changing (host, region, zone,
 //! agent version, either Config hash), and every [`REFRESH`] for every connected client. A
@@ -23,7 +29,7 @@
 //! state of that moment once it is back; the store misses no state, only the intermediate ones.
 
 use crate::server::Shared;
-use autofact_fbs::lineproto::{write_int, write_key, write_measurement, write_string_field};
+use autofact_fbs::lineproto::{write_int, write_key, write_measurement};
 use autofact_fbs::Batch;
 use std::collections::HashMap;
 use std::fmt::Write;
@@ -136,6 +142,7 @@ impl ClientPoint {
             &self.host
         };
         for (k, v) in [
+            ("agent_version", self.agent_version.as_str()),
             ("client_id", self.id.as_str()),
             ("factory", factory),
             ("host", host.as_str()),
@@ -161,8 +168,10 @@ impl ClientPoint {
             out.push_str(",dropped=");
             write_int(out, d);
         }
-        out.push_str(",agent_version=");
-        write_string_field(out, &self.agent_version);
+        if let (Some(applied), true) = (self.applied_config_hash, self.config_hash != 0) {
+            out.push_str(",config_current=");
+            write_int(out, u64::from(applied == self.config_hash));
+        }
         if self.config_hash != 0 {
             let _ = write!(out, ",config_hash=\"{:016x}\"", self.config_hash);
         }
@@ -378,16 +387,21 @@ mod tests {
         p.backlog = Some(3);
         p.dropped = Some(0);
         p.applied_config_hash = Some(0xabc);
-        p.agent_version = "0.2.0 \"rc\"".into();
+        p.agent_version = "0.2.0 rc".into();
         let mut out = String::new();
         p.write_line(&mut out, "factory-a:8675", 42);
         assert_eq!(
             out,
-            "autofact_client,client_id=0123456789abcdef0123456789abcdef,factory=factory-a:8675,\
-             host=pi\\ 1\\,a\\=b,region=eu connected=1i,last_seen=1700000000i,backlog=3i,\
-             dropped=0i,agent_version=\"0.2.0 \\\"rc\\\"\",config_hash=\"0000000000000abc\",\
-             applied_config_hash=\"0000000000000abc\" 42\n"
+            "autofact_client,agent_version=0.2.0\\ rc,client_id=0123456789abcdef0123456789abcdef,\
+             factory=factory-a:8675,host=pi\\ 1\\,a\\=b,region=eu connected=1i,\
+             last_seen=1700000000i,backlog=3i,dropped=0i,config_current=1i,\
+             config_hash=\"0000000000000abc\",applied_config_hash=\"0000000000000abc\" 42\n"
         );
+        // An agent on another Config than the one meant.
+        p.applied_config_hash = Some(0xdef);
+        let mut out = String::new();
+        p.write_line(&mut out, "f:1", 1);
+        assert!(out.contains(",config_current=0i,"), "{out}");
         // Unknown values are left out, and an empty host falls back to the id.
         let mut q = off(&point("ffffffffffffffffffffffffffffffff", ""));
         q.region.clear();
@@ -396,9 +410,9 @@ mod tests {
         q.write_line(&mut out, "f:1", 7);
         assert_eq!(
             out,
-            "autofact_client,client_id=ffffffffffffffffffffffffffffffff,factory=f:1,\
-             host=ffffffffffffffffffffffffffffffff connected=0i,last_seen=1700000000i,\
-             agent_version=\"0.2.0\" 7\n"
+            "autofact_client,agent_version=0.2.0,client_id=ffffffffffffffffffffffffffffffff,\
+             factory=f:1,host=ffffffffffffffffffffffffffffffff connected=0i,\
+             last_seen=1700000000i 7\n"
         );
     }
 

@@ -204,7 +204,7 @@ fn fleet_lines(h: &Harness, id: &str) -> Vec<String> {
     h.sink
         .text()
         .lines()
-        .filter(|l| l.starts_with(&format!("autofact_client,client_id={id},")))
+        .filter(|l| l.starts_with("autofact_client,") && l.contains(&format!(",client_id={id},")))
         .map(String::from)
         .collect()
 }
@@ -242,12 +242,23 @@ fn the_fleet_inventory_goes_to_the_sink_on_connect_and_on_disconnect() {
             "tags: {first}"
         );
         assert!(first.contains(",region=eu,zone=eu-1 "), "tags: {first}");
-        assert!(first.contains("agent_version=\"0.1.0\""), "{first}");
+        assert!(
+            first.starts_with("autofact_client,agent_version=0.1.0,"),
+            "{first}"
+        );
         let config_hash = format!(
             "config_hash=\"{:016x}\"",
             autofact_fbs::Config::default().hash()
         );
         assert!(first.contains(&config_hash), "{first}");
+        // The batch said the agent applied Config 0x1234, not the one the factory sent: a change,
+        // written at once.
+        wait_until("a point saying the agent's Config is not current", || {
+            fleet_lines(&h, &id)
+                .iter()
+                .any(|l| l.contains(" connected=1i,") && l.contains(",config_current=0i,"))
+        })
+        .await;
         drop(c);
         wait_until("a disconnected point", || {
             fleet_lines(&h, &id)

@@ -150,6 +150,12 @@ fn victoriametrics_sink_real_agents_every_series_complete_through_an_outage() {
         .unwrap_or_else(|e| panic!("{e}\n{}", outputs(&vm, &agents)));
         assert_eq!(connected.label("client_id"), Some(id.as_str()));
         assert!(connected.label("factory").is_some_and(|f| !f.is_empty()));
+        // The agent version is a tag, so VictoriaMetrics (which keeps only numbers) has it.
+        let version = factory.client(&s.hostname).and_then(|c| {
+            c.get("agent_version")
+                .and_then(|v| v.as_str().map(String::from))
+        });
+        assert_eq!(connected.label("agent_version"), version.as_deref());
     }
     for a in &mut agents {
         assert!(a.exited().is_none(), "agent {} exited", a.host());
