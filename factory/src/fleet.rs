@@ -1,6 +1,8 @@
-//! The fleet-wide inventory: each factory writes its connected clients into the store as the
-//! measurement `autofact_client`, so a view of the whole fleet spans factories and survives any
-//! one of them (the store holds it, not a factory).
+//! The fleet-wide inventory: each factory of a fleet (one with a `fleet_key`) writes its
+//! connected clients into the store as the measurement `autofact_client`, so a view of the whole
+//! fleet spans factories and survives any one of them (the store holds it, not a factory). A
+//! factory without a `fleet_key` writes only the facts, as before (set a key to get the
+//! measurement from a single factory too).
 //!
 //! One point per client, tagged `client_id`, `host`, `region`, `zone` (when set), `factory`
 //! (this factory's `hostname:port`) and `agent_version`; fields `connected` (1 or 0),
@@ -315,6 +317,10 @@ pub(crate) async fn run(shared: Arc<Shared>, factory: String) {
         let mut tracker = Tracker::new();
         loop {
             smol::Timer::after(POLL).await;
+            // Looked up each round: a reload can add or remove the key.
+            if shared.config().fleet_key.is_none() {
+                continue;
+            }
             let now = Instant::now();
             let refreshed = tracker.refresh_due(now, REFRESH);
             let connected = connected_points(&shared);
