@@ -105,6 +105,18 @@ fn another_fleet_key_or_none_does_not_know_the_client() {
             w2.secret,
             autofactory::ids::fleet_secret(KEY, &w2.client_id)
         );
+        // Nor does a factory without a key write the fleet inventory measurement (its sink
+        // holds the facts only, as before), while one with a key does.
+        wait_until("A's fleet inventory point", || {
+            a.sink.text().contains("autofact_client,")
+        })
+        .await;
+        smol::Timer::after(autofactory::fleet::POLL * 2).await;
+        assert!(
+            !c.sink.text().contains("autofact_client"),
+            "{}",
+            c.sink.text()
+        );
     });
     assert_eq!(b.factory.inventory().len(), 0);
     a.stop().expect("clean shutdown");
