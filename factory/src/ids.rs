@@ -76,25 +76,26 @@ pub fn sha256(data: &[u8]) -> [u8; 32] {
     Sha256::digest(data).into()
 }
 
-/// The fleet secret of `client_id`: hex HMAC-SHA256 keyed with the fleet key's bytes.
-pub fn fleet_secret(fleet_key: &str, client_id: &str) -> String {
-    hex(&fleet_mac(fleet_key, client_id).finalize().into_bytes())
+/// The fleet secret of `client_id`: hex HMAC-SHA256 keyed with the fleet key's bytes. `None`
+/// only if the HMAC refused the key, which it does for no length (a longer key is hashed first).
+pub fn fleet_secret(fleet_key: &str, client_id: &str) -> Option<String> {
+    Some(hex(&fleet_mac(fleet_key, client_id)?
+        .finalize()
+        .into_bytes()))
 }
 
-fn fleet_mac(fleet_key: &str, client_id: &str) -> Hmac<Sha256> {
-    // HMAC takes a key of any length (longer ones are hashed first), so this cannot fail; the
-    // fallback only keeps the function total.
-    let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(fleet_key.as_bytes())
-        .unwrap_or_else(|_| <Hmac<Sha256> as KeyInit>::new(&Default::default()));
+fn fleet_mac(fleet_key: &str, client_id: &str) -> Option<Hmac<Sha256>> {
+    // No fallback key: a MAC we cannot key verifies nothing (fail closed).
+    let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(fleet_key.as_bytes()).ok()?;
     mac.update(client_id.as_bytes());
-    mac
+    Some(mac)
 }
 
 /// Is `presented` the fleet secret of `client_id` under `fleet_key`? Constant-time.
 pub fn is_fleet_secret(fleet_key: &str, client_id: &str, presented: &str) -> bool {
-    match unhex(presented) {
-        Some(code) => fleet_mac(fleet_key, client_id).verify_slice(&code).is_ok(),
-        None => false,
+    match (unhex(presented), fleet_mac(fleet_key, client_id)) {
+        (Some(code), Some(mac)) => mac.verify_slice(&code).is_ok(),
+        _ => false,
     }
 }
 
@@ -102,7 +103,8 @@ pub fn is_fleet_secret(fleet_key: &str, client_id: &str, presented: &str) -> boo
 /// else 256 random bits.
 pub fn enrollment_secret(fleet_key: Option<&str>, client_id: &str) -> std::io::Result<String> {
     match fleet_key {
-        Some(k) => Ok(fleet_secret(k, client_id)),
+        Some(k) => fleet_secret(k, client_id)
+            .ok_or_else(|| std::io::Error::other("HMAC-SHA256 refused the fleet key")),
         None => new_secret(),
     }
 }
@@ -208,12 +210,12 @@ mod tests {
     fn hmac_sha256_rfc4231_vectors() {
         let key = String::from_utf8(vec![0x0b; 20]).expect("ascii");
         assert_eq!(
-            fleet_secret(&key, "Hi There"),
-            "b0344c61d8db38535ca8afceaf0bf12b881dc200c9833da726e9376c2e32cff7"
+            fleet_secret(&key, "Hi There").as_deref(),
+            Some("b0344c61d8db38535ca8afceaf0bf12b881dc200c9833da726e9376c2e32cff7")
         );
         assert_eq!(
-            fleet_secret("Jefe", "what do ya want for nothing?"),
-            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+            fleet_secret("Jefe", "what do ya want for nothing?").as_deref(),
+            Some("5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843")
         );
     }
 
@@ -221,7 +223,7 @@ mod tests {
     fn fleet_secrets_verify_only_under_their_key_and_id() {
         let key = "fleet-key-0123456789abcdef0123456789abcdef";
         let id = "0123456789abcdef0123456789abcdef";
-        let s = fleet_secret(key, id);
+        let s = fleet_secret(key, id).expect("any key length");
         assert_eq!(s.len(), 64);
         assert!(is_fleet_secret(key, id, &s));
         assert!(is_fleet_secret(key, id, &s.to_uppercase()));
@@ -256,7 +258,7 @@ mod tests {
         // That secret means nothing to a factory without the record.
         assert!(!secret_valid(None, Some(key), id, &old));
         // A fleet secret: valid anywhere the key is, record or not.
-        let fleet = fleet_secret(key, id);
+        let fleet = fleet_secret(key, id).expect("any key length");
         assert!(secret_valid(None, Some(key), id, &fleet));
         assert!(secret_valid(Some(&stored), Some(key), id, &fleet));
         assert!(!secret_valid(Some(&stored), None, id, &fleet));
