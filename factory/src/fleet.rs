@@ -349,11 +349,9 @@ pub(crate) async fn run(shared: Arc<Shared>, factory: String) {
             let n = due.len();
             match shared.sink.write(lines, n).await {
                 Ok(()) => tracker.written(due, refreshed, now),
-                // Only a sink that has shut down answers an error: the factory is stopping.
-                Err(e) => {
-                    crate::info!("fleet inventory: {n} point(s) not written: {e}");
-                    return;
-                }
+                // Not marked written: the same state is due again next round. (Today only a sink
+                // that has shut down answers an error, and then the stop signal ends this loop.)
+                Err(e) => crate::info_limited!("fleet inventory: {n} point(s) not written: {e}"),
             }
         }
     };
