@@ -140,6 +140,7 @@ impl Default for FactorySpec {
 pub struct Factory {
     dir: PathBuf,
     config: PathBuf,
+    influx_url: String,
     listen: SocketAddr,
     admin: SocketAddr,
     proc: Option<Proc>,
@@ -167,6 +168,7 @@ impl Factory {
             let mut f = Factory {
                 dir: dir.to_path_buf(),
                 config,
+                influx_url: influx_url.to_string(),
                 listen,
                 admin,
                 proc: None,
@@ -223,6 +225,20 @@ impl Factory {
     pub fn kill(&mut self) {
         if let Some(mut p) = self.proc.take() {
             p.kill();
+        }
+    }
+
+    /// Rewrites its config file with `spec` (same ports, data dir and store) and sends SIGHUP,
+    /// as an operator changes a running factory.
+    pub fn reconfigure(&self, spec: &FactorySpec) {
+        let text = factory_config(&self.dir, self.listen, self.admin, &self.influx_url, spec);
+        if let Err(e) = std::fs::write(&self.config, text) {
+            panic!("writing {}: {e}", self.config.display());
+        }
+        if let Some(p) = &self.proc {
+            if let Err(e) = p.signal(nix::sys::signal::Signal::SIGHUP) {
+                panic!("SIGHUP to the factory: {e}");
+            }
         }
     }
 
@@ -452,6 +468,25 @@ impl Agent {
     pub fn kill(&mut self) {
         if let Some(mut p) = self.proc.take() {
             p.kill();
+        }
+    }
+
+    /// Points its config at another factory (or balancer); takes effect at its next start.
+    pub fn set_server(&self, server: SocketAddr) {
+        let text = match std::fs::read_to_string(&self.config) {
+            Ok(t) => t,
+            Err(e) => panic!("reading {}: {e}", self.config.display()),
+        };
+        let start = text
+            .find(r#""server": ""#)
+            .map(|i| i + r#""server": ""#.len());
+        let Some(start) = start else {
+            panic!("no server in {}", self.config.display());
+        };
+        let end = start + text[start..].find('"').unwrap_or(0);
+        let new = format!("{}{server}{}", &text[..start], &text[end..]);
+        if let Err(e) = std::fs::write(&self.config, new) {
+            panic!("writing {}: {e}", self.config.display());
         }
     }
 

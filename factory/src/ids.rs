@@ -131,6 +131,21 @@ pub fn secret_valid(
     stored | fleet
 }
 
+/// The secret to send a known client with its welcome back: its fleet secret when the factory
+/// has a fleet key and the client proved itself with another secret (it was enrolled before the
+/// key), so that from then on every factory of the fleet knows it; else none (empty: keep yours).
+/// The agent stores a secret it is sent, as at enrollment. Its old secret keeps working at this
+/// factory (the stored hash is not replaced), so an agent that failed to store the new one is
+/// not locked out.
+pub fn fleet_rekey(fleet_key: Option<&str>, client_id: &str, presented: &str) -> String {
+    match fleet_key {
+        Some(k) if !is_fleet_secret(k, client_id, presented) => {
+            fleet_secret(k, client_id).unwrap_or_default()
+        }
+        _ => String::new(),
+    }
+}
+
 /// The bytes of an even-length hex string (either case), or `None`.
 fn unhex(s: &str) -> Option<Vec<u8>> {
     if s.len() % 2 != 0 {
@@ -263,6 +278,16 @@ mod tests {
         assert!(secret_valid(Some(&stored), Some(key), id, &fleet));
         assert!(!secret_valid(Some(&stored), None, id, &fleet));
         assert!(!secret_valid(None, None, id, &fleet));
+    }
+
+    #[test]
+    fn only_a_client_without_its_fleet_secret_is_rekeyed() {
+        let key = "fleet-key-0123456789abcdef0123456789abcdef";
+        let id = "0123456789abcdef0123456789abcdef";
+        let fleet = fleet_secret(key, id).expect("any key length");
+        assert_eq!(fleet_rekey(Some(key), id, "an-old-random-secret"), fleet);
+        assert_eq!(fleet_rekey(Some(key), id, &fleet), "");
+        assert_eq!(fleet_rekey(None, id, "an-old-random-secret"), "");
     }
 
     #[test]

@@ -384,9 +384,11 @@ async fn authenticate(
             format!("wrong secret for client {}", h.client_id),
         )));
     }
+    // Enrolled before the fleet key: hand it its fleet secret, so every factory knows it.
+    let rekey = crate::ids::fleet_rekey(fleet_key.as_deref(), &h.client_id, &h.secret);
     match shared.inventory.update(&rec.id, |r| fill(r, h, peer, now)) {
-        Ok(Some(rec)) => Ok((rec, String::new(), true)),
-        Ok(None) => Ok((rec, String::new(), true)),
+        Ok(Some(rec)) => Ok((rec, rekey, true)),
+        Ok(None) => Ok((rec, rekey, true)),
         Err(e) => {
             crate::warn!("inventory update for {}: {e}", rec.id);
             Err(None)

@@ -125,7 +125,7 @@ fn another_fleet_key_or_none_does_not_know_the_client() {
 }
 
 #[test]
-fn a_client_enrolled_before_the_fleet_key_keeps_working_through_its_stored_hash() {
+fn a_client_enrolled_before_the_fleet_key_keeps_working_and_is_given_its_fleet_secret() {
     let dir = temp_dir("fleet-upgrade");
     let h = Harness::start(&dir, &config_text(""));
     let w = smol::block_on(async {
@@ -133,20 +133,46 @@ fn a_client_enrolled_before_the_fleet_key_keeps_working_through_its_stored_hash(
         w
     });
     h.stop().expect("clean shutdown");
-    // The same factory (same inventory), now with a fleet key.
+    // The same factory (same inventory), now with a fleet key, and another factory of the fleet.
     let h = Harness::start(&dir, &with_key(KEY));
+    let other_dir = temp_dir("fleet-upgrade-other");
+    let other = Harness::start(&other_dir, &with_key(KEY));
     smol::block_on(async {
-        let (_c, answer) =
+        // Its old secret still works where it was enrolled (the stored hash) ...
+        let (c, answer) =
             Client::hello(h.addr, back_hello(&w.client_id, &w.secret, "old-pi")).await;
-        match answer {
+        let fleet = match answer {
             Message::Welcome(back) => {
                 assert!(back.welcome_back);
                 assert_eq!(back.client_id, w.client_id);
+                // ... and the welcome back hands it its fleet secret to store.
+                assert_eq!(
+                    Some(back.secret.as_str()),
+                    autofactory::ids::fleet_secret(KEY, &w.client_id).as_deref()
+                );
+                back.secret
             }
+            other => panic!("expected a welcome back, got {other:?}"),
+        };
+        drop(c);
+        // With it, any factory of the fleet knows the client; the old one is still good here.
+        for (addr, secret) in [(other.addr, &fleet), (h.addr, &fleet), (h.addr, &w.secret)] {
+            let (_c, answer) =
+                Client::hello(addr, back_hello(&w.client_id, secret, "old-pi")).await;
+            match answer {
+                Message::Welcome(back) => assert!(back.welcome_back),
+                other => panic!("expected a welcome back, got {other:?}"),
+            }
+        }
+        // Presenting the fleet secret, it is not handed one again.
+        let (_c, answer) = Client::hello(h.addr, back_hello(&w.client_id, &fleet, "old-pi")).await;
+        match answer {
+            Message::Welcome(back) => assert_eq!(back.secret, ""),
             other => panic!("expected a welcome back, got {other:?}"),
         }
     });
     h.stop().expect("clean shutdown");
+    other.stop().expect("clean shutdown");
 }
 
 #[test]

@@ -326,3 +326,117 @@ fn scenario(name: &str, how: Stop) {
         fleet.began.elapsed().as_secs_f64()
     );
 }
+
+/// The value of metric `name` in Prometheus text.
+fn metric(text: &str, name: &str) -> Option<u64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+#[test]
+fn agents_enrolled_before_the_fleet_key_are_given_their_fleet_secret_and_move_without_enrolling() {
+    let name = "scale-out-upgrade";
+    let Some(influx) = Influx::launch_or_skip(name) else {
+        return;
+    };
+    let dir = TempDir::new(&format!("e2e-{name}")).unwrap_or_else(|e| panic!("temp dir: {e}"));
+    let sub = |s: &str| {
+        let d = dir.join(s);
+        std::fs::create_dir_all(&d).unwrap_or_else(|e| panic!("mkdir {}: {e}", d.display()));
+        d
+    };
+    // A factory of the first release's kind (no fleet key) with its agents, and a new factory
+    // of the fleet that has never seen them.
+    let plain = FactorySpec {
+        fleet_key: None,
+        ..fleet_spec()
+    };
+    let old = Factory::launch(&sub("factory-old"), &influx.url(), &plain);
+    let new = Factory::launch(&sub("factory-new"), &influx.url(), &fleet_spec());
+    let hosts = ["e2e-upgrade-1", "e2e-upgrade-2"];
+    let mut agents: Vec<Agent> = hosts
+        .iter()
+        .map(|h| Agent::launch(dir.path(), old.addr(), &AgentSpec::new(h, "eu")))
+        .collect();
+    let outputs = |agents: &[Agent]| {
+        let mut s = format!(
+            "=== old factory\n{}\n=== new factory\n{}",
+            old.output(),
+            new.output()
+        );
+        for a in agents {
+            s.push_str(&format!("\n--- agent {} stderr\n{}", a.host(), a.log()));
+        }
+        s
+    };
+    let id_of = |f: &Factory, h: &str| {
+        f.client(h)
+            .and_then(|c| c.get("id").and_then(Json::as_str).map(String::from))
+    };
+    if let Err(e) = wait_for("the agents on the old factory", WAIT, || {
+        hosts.iter().all(|h| old.connected(h)).then_some(())
+    }) {
+        panic!("{e}\n{}", outputs(&agents));
+    }
+    let ids: Vec<String> = hosts
+        .iter()
+        .map(|h| id_of(&old, h).unwrap_or_else(|| panic!("{h} not in the old inventory")))
+        .collect();
+
+    // The operator gives the old factory the fleet key (SIGHUP); each agent's next session there
+    // hands it its fleet secret, which it stores like an enrollment's (same id).
+    old.reconfigure(&fleet_spec());
+    if let Err(e) = wait_for("the reload", WAIT, || {
+        old.log().contains("reload: config applied").then_some(())
+    }) {
+        panic!("{e}\n{}", outputs(&agents));
+    }
+    for a in &mut agents {
+        a.kill();
+        a.start();
+    }
+    if let Err(e) = wait_for("each agent to store its fleet secret", WAIT, || {
+        agents
+            .iter()
+            .all(|a| a.log().matches("enrolled with factory").count() == 2)
+            .then_some(())
+    }) {
+        panic!("{e}\n{}", outputs(&agents));
+    }
+
+    // Moved to the new factory, each is welcomed back under its id: nothing enrolls there.
+    for a in &mut agents {
+        a.kill();
+        a.set_server(new.addr());
+        a.start();
+    }
+    if let Err(e) = wait_for("the agents on the new factory", WAIT, || {
+        hosts.iter().all(|h| new.connected(h)).then_some(())
+    }) {
+        panic!("{e}\n{}", outputs(&agents));
+    }
+    for (h, id) in hosts.iter().zip(&ids) {
+        assert_eq!(
+            id_of(&new, h).as_deref(),
+            Some(id.as_str()),
+            "{h} changed id when it moved\n{}",
+            outputs(&agents)
+        );
+    }
+    let m = new.metrics().unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        metric(&m, "autofactory_clients_enrolled_total"),
+        Some(0),
+        "the new factory enrolled someone\n{}",
+        outputs(&agents)
+    );
+    for a in &mut agents {
+        assert!(
+            !a.log().contains("unknown client id"),
+            "{} was refused as unknown\n{}",
+            a.host(),
+            a.log()
+        );
+        assert!(a.exited().is_none(), "agent {} exited", a.host());
+    }
+}
