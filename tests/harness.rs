@@ -114,6 +114,11 @@ pub struct FactorySpec {
     pub buffer_cap_bytes: u64,
     /// The `limits` object's members, as JSON text without braces (empty: defaults).
     pub limits: String,
+    /// Members of the `periods` object replacing `period_ms` for those kinds, as JSON text
+    /// without braces (`"disk_ms": 10000`), so a test can run the periods users run (1-10 s).
+    pub periods: String,
+    /// The fleet key shared by the factories of a scale-out test (`None`: no `fleet_key`).
+    pub fleet_key: Option<String>,
 }
 
 impl Default for FactorySpec {
@@ -124,6 +129,8 @@ impl Default for FactorySpec {
             ping_interval_ms: 1000,
             buffer_cap_bytes: 64 * 1024 * 1024,
             limits: String::new(),
+            periods: String::new(),
+            fleet_key: None,
         }
     }
 }
@@ -133,6 +140,7 @@ impl Default for FactorySpec {
 pub struct Factory {
     dir: PathBuf,
     config: PathBuf,
+    influx_url: String,
     listen: SocketAddr,
     admin: SocketAddr,
     proc: Option<Proc>,
@@ -160,6 +168,7 @@ impl Factory {
             let mut f = Factory {
                 dir: dir.to_path_buf(),
                 config,
+                influx_url: influx_url.to_string(),
                 listen,
                 admin,
                 proc: None,
@@ -217,6 +226,27 @@ impl Factory {
         if let Some(mut p) = self.proc.take() {
             p.kill();
         }
+    }
+
+    /// Rewrites its config file with `spec` (same ports, data dir and store) and sends SIGHUP,
+    /// as an operator changes a running factory.
+    pub fn reconfigure(&self, spec: &FactorySpec) {
+        let text = factory_config(&self.dir, self.listen, self.admin, &self.influx_url, spec);
+        if let Err(e) = std::fs::write(&self.config, text) {
+            panic!("writing {}: {e}", self.config.display());
+        }
+        if let Some(p) = &self.proc {
+            if let Err(e) = p.signal(nix::sys::signal::Signal::SIGHUP) {
+                panic!("SIGHUP to the factory: {e}");
+            }
+        }
+    }
+
+    /// SIGTERM, as an operator stops it: waits up to a minute for the drain, then SIGKILL.
+    /// Returns the exit status of a clean stop.
+    pub fn stop(&mut self) -> Option<std::process::ExitStatus> {
+        let mut p = self.proc.take()?;
+        p.stop(Duration::from_secs(60)).ok().flatten()
     }
 
     /// The running factory's pid.
@@ -297,18 +327,48 @@ fn factory_config(
     s: &FactorySpec,
 ) -> String {
     let p = s.period_ms;
+    let mut periods = format!(
+        r#""cpu_ms": {p}, "kernel_ms": {p}, "mem_ms": {p}, "swap_ms": {p}, "system_ms": {p},
+                 "net_ms": {p}, "diskio_ms": {p}, "disk_ms": {p}, "temp_ms": {p}, "health_ms": {p},
+                 "processes_ms": {p}"#
+    );
+    // Later members win in nanoserde, but the factory refuses duplicate keys: keep only the
+    // kinds the override does not name.
+    if !s.periods.is_empty() {
+        let named: Vec<&str> = s
+            .periods
+            .split(',')
+            .filter_map(|m| m.split(':').next())
+            .map(|k| k.trim().trim_matches('"'))
+            .collect();
+        let kept: Vec<&str> = periods
+            .split(',')
+            .filter(|m| {
+                let k = m.split(':').next().unwrap_or("").trim().trim_matches('"');
+                !named.contains(&k)
+            })
+            .collect();
+        periods = kept.join(",");
+        if !periods.trim().is_empty() {
+            periods.push(',');
+        }
+        periods.push_str(&s.periods);
+    }
+    let fleet_key = s
+        .fleet_key
+        .as_ref()
+        .map(|k| format!(r#""fleet_key": "{k}","#))
+        .unwrap_or_default();
     format!(
         r#"{{
   "listen": "{listen}",
   "admin_listen": "{admin}",
   "data_dir": "{data}",
-  "token": "{TOKEN}",
+  "token": "{TOKEN}",{fleet_key}
   "sink": {{ "kind": "influxdb", "url": "{influx_url}", "database": "{DB}", "create_database": true,
             "timeout_ms": 5000 }},
   "defaults": {{
-    "periods": {{ "cpu_ms": {p}, "kernel_ms": {p}, "mem_ms": {p}, "swap_ms": {p}, "system_ms": {p},
-                 "net_ms": {p}, "diskio_ms": {p}, "disk_ms": {p}, "temp_ms": {p}, "health_ms": {p},
-                 "processes_ms": {p} }},
+    "periods": {{ {periods} }},
     "push_interval_ms": {push}, "ping_interval_ms": {ping}, "buffer_cap_bytes": {cap},
     "give_up_secs": 0
   }},
@@ -424,6 +484,25 @@ impl Agent {
     pub fn kill(&mut self) {
         if let Some(mut p) = self.proc.take() {
             p.kill();
+        }
+    }
+
+    /// Points its config at another factory (or balancer); takes effect at its next start.
+    pub fn set_server(&self, server: SocketAddr) {
+        let text = match std::fs::read_to_string(&self.config) {
+            Ok(t) => t,
+            Err(e) => panic!("reading {}: {e}", self.config.display()),
+        };
+        let start = text
+            .find(r#""server": ""#)
+            .map(|i| i + r#""server": ""#.len());
+        let Some(start) = start else {
+            panic!("no server in {}", self.config.display());
+        };
+        let end = start + text[start..].find('"').unwrap_or(0);
+        let new = format!("{}{server}{}", &text[..start], &text[end..]);
+        if let Err(e) = std::fs::write(&self.config, new) {
+            panic!("writing {}: {e}", self.config.display());
         }
     }
 

@@ -215,6 +215,72 @@ pub fn http_get(addr: &str, path: &str) -> Result<String, Error> {
     Ok(body.to_string())
 }
 
+/// `host:port` from an admin address given as `host:port` or `http://host:port[/]`.
+pub fn admin_addr(s: &str) -> &str {
+    let s = s.trim();
+    let s = s.strip_prefix("http://").unwrap_or(s);
+    s.trim_end_matches('/')
+}
+
+/// `GET /clients` from every admin address at once (one thread each, so a dead factory costs
+/// its timeout once, not once per factory). Returns the documents that came, and for each
+/// address that failed, the address and why.
+pub fn fetch_clients(addrs: &[String]) -> (Vec<ClientsDoc>, Vec<(String, String)>) {
+    let answers: Vec<(String, Result<ClientsDoc, String>)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = addrs
+            .iter()
+            .map(|a| {
+                scope.spawn(move || {
+                    let addr = admin_addr(a);
+                    let doc = http_get(addr, "/clients")
+                        .map_err(|e| e.to_string())
+                        .and_then(|body| {
+                            ClientsDoc::deserialize_json(&body).map_err(|e| {
+                                format!("{addr}/clients answered something that is not the inventory: {e:?}")
+                            })
+                        });
+                    (a.clone(), doc)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .zip(addrs)
+            .map(|(h, a)| {
+                h.join()
+                    .unwrap_or_else(|_| (a.clone(), Err("fetch thread panicked".into())))
+            })
+            .collect()
+    });
+    let mut docs = Vec::new();
+    let mut failed = Vec::new();
+    for (addr, r) in answers {
+        match r {
+            Ok(d) => docs.push(d),
+            Err(e) => failed.push((addr, e)),
+        }
+    }
+    (docs, failed)
+}
+
+/// Several factories' inventories as one: one row per client id. A client known to several
+/// factories (the balancer moved it) is shown as the factory it is connected to sees it, else
+/// as the one that saw it last.
+pub fn merge_clients(docs: Vec<ClientsDoc>) -> ClientsDoc {
+    let mut by_id: std::collections::HashMap<String, ClientView> = Default::default();
+    for c in docs.into_iter().flat_map(|d| d.clients) {
+        match by_id.get(&c.id) {
+            Some(have) if (have.connected, have.last_seen) >= (c.connected, c.last_seen) => {}
+            _ => {
+                by_id.insert(c.id.clone(), c);
+            }
+        }
+    }
+    let mut clients: Vec<ClientView> = by_id.into_values().collect();
+    clients.sort_by(|a, b| (&a.hostname, &a.id).cmp(&(&b.hostname, &b.id)));
+    ClientsDoc { clients }
+}
+
 /// The inventory as a text table (for `autofactory clients`).
 pub fn clients_table(doc: &ClientsDoc) -> String {
     let header = [
@@ -288,6 +354,48 @@ pub fn clients_table(doc: &ClientsDoc) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn merged_inventories_have_one_row_per_client_the_connected_or_latest_view() {
+        let view = |id: char, host: &str, connected: bool, last_seen: u64| ClientView {
+            id: id.to_string().repeat(32),
+            hostname: host.into(),
+            connected,
+            last_seen,
+            ..Default::default()
+        };
+        let a = ClientsDoc {
+            clients: vec![
+                view('a', "moved", false, 100),
+                view('b', "only-a", false, 50),
+                view('c', "seen-both", false, 300),
+            ],
+        };
+        let b = ClientsDoc {
+            clients: vec![
+                view('a', "moved", true, 90),
+                view('c', "seen-both", false, 200),
+                view('d', "only-b", true, 10),
+            ],
+        };
+        let m = merge_clients(vec![a, b]);
+        let rows: Vec<(&str, bool, u64)> = m
+            .clients
+            .iter()
+            .map(|c| (c.hostname.as_str(), c.connected, c.last_seen))
+            .collect();
+        assert_eq!(
+            rows,
+            vec![
+                ("moved", true, 90),
+                ("only-a", false, 50),
+                ("only-b", true, 10),
+                ("seen-both", false, 300),
+            ]
+        );
+        assert_eq!(admin_addr(" http://10.0.0.1:8676/ "), "10.0.0.1:8676");
+        assert_eq!(admin_addr("127.0.0.1:8676"), "127.0.0.1:8676");
+    }
 
     #[test]
     fn table_aligns_and_shows_state() {

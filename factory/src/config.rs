@@ -5,7 +5,7 @@
 //! ```json
 //! {
 //!   "listen": "0.0.0.0:8675", "admin_listen": "127.0.0.1:8676",
-//!   "data_dir": "/var/lib/autofactory", "token": "...",
+//!   "data_dir": "/var/lib/autofactory", "token": "...", "fleet_key": "...",
 //!   "sink": { ... },
 //!   "defaults": { "periods": { "cpu_ms": 10000 }, "push_interval_ms": 10000 },
 //!   "regions": { "eu": { "push_interval_ms": 30000 } },
@@ -207,6 +207,7 @@ struct RawFile {
     admin_listen: Option<String>,
     data_dir: Option<String>,
     token: Option<String>,
+    fleet_key: Option<String>,
     sink: Option<SinkConfig>,
     defaults: Option<ConfigOverride>,
     regions: Option<BTreeMap<String, ConfigOverride>>,
@@ -225,6 +226,9 @@ pub struct FactoryConfig {
     pub data_dir: PathBuf,
     /// The enrollment token; `None` = use (or generate) the one stored in the data dir.
     pub token: Option<String>,
+    /// Shared by every factory of a fleet: client secrets are derived from it (see
+    /// [`crate::ids::fleet_secret`]). `None`: random secrets, known only to this factory.
+    pub fleet_key: Option<String>,
     /// Sink settings.
     pub sink: SinkConfig,
     /// The sink section as written (secrets masked), for the startup line; empty = default sink.
@@ -255,6 +259,7 @@ impl Default for FactoryConfig {
             admin_listen: Some(SocketAddr::from(([127, 0, 0, 1], 8676))),
             data_dir: default_data_dir(),
             token: None,
+            fleet_key: None,
             sink: SinkConfig::default(),
             sink_text: String::new(),
             defaults: Config::default(),
@@ -321,6 +326,17 @@ impl FactoryConfig {
                 )));
             }
             cfg.token = Some(t);
+        }
+        if let Some(k) = raw.fleet_key {
+            // Whoever has the fleet key can compute every client's secret.
+            if k.len() < crate::ids::MIN_FLEET_KEY_LEN {
+                return Err(bad(format!(
+                    "fleet_key: must be at least {} characters, got {}",
+                    crate::ids::MIN_FLEET_KEY_LEN,
+                    k.len()
+                )));
+            }
+            cfg.fleet_key = Some(k);
         }
         if let Some(s) = raw.sink {
             cfg.sink = s;
@@ -429,6 +445,7 @@ const FILE_SHAPE: Shape = Shape::Obj(&[
     ("admin_listen", Shape::Str),
     ("data_dir", Shape::Str),
     ("token", Shape::Str),
+    ("fleet_key", Shape::Str),
     // The sink module owns its section's keys.
     ("sink", Shape::Any),
     ("defaults", OVERRIDE_SHAPE),
@@ -813,6 +830,10 @@ mod tests {
     fn bad_values_are_named() {
         assert!(err(r#"{"listen": "nowhere"}"#).contains("listen: not an address:port"));
         assert!(err(r#"{"token": "short"}"#).contains("token: must be at least 16"));
+        assert!(err(r#"{"fleet_key": "short"}"#).contains("fleet_key: must be at least 32"));
+        let key = "k".repeat(32);
+        let c = FactoryConfig::parse(&format!(r#"{{"fleet_key": "{key}"}}"#), "t").expect("valid");
+        assert_eq!(c.fleet_key.as_deref(), Some(key.as_str()));
         assert!(
             err(r#"{"defaults": {"push_interval_ms": 5}}"#).contains("defaults.push_interval_ms")
         );

@@ -16,14 +16,15 @@ autofactory: the autofact factory
 usage:
   autofactory run [--config FILE] [--listen ADDR] [--admin-listen ADDR|''] [--data-dir DIR]
                   [--quiet] [--verbose]
-  autofactory clients [--admin ADDR]
+  autofactory clients [--admin ADDR[,ADDR...]]...
   autofactory replay [--config FILE] [--data-dir DIR] [--timeout SECS] DEAD-LETTER-FILE...
   autofactory --help | --version
 
 run        accept agents (default listen 0.0.0.0:8675, admin 127.0.0.1:8676); without --config,
            safe defaults: data in ./autofactory-data (or $STATE_DIRECTORY), the file sink, and a
            generated enrollment token stored in the data dir. SIGHUP re-reads the config.
-clients    print the inventory of a running factory (default --admin 127.0.0.1:8676)
+clients    print the inventory of a running factory (default --admin 127.0.0.1:8676); with
+           several --admin (or a comma list), of every factory of a fleet, merged by client id
 replay     write dead-letter files (<data dir>/dead-letters/*.lp, lines the store refused) to the
            configured sink again, once the cause is fixed; lines still refused are dead-lettered
            again; each file is renamed FILE.replayed when done (--timeout: give up after SECS,
@@ -78,14 +79,24 @@ fn main() -> ExitCode {
             run(flags)
         }
         Ok(Some(cmd)) if cmd == "clients" => {
-            let addr: String = match args.opt_value_from_str("--admin") {
-                Ok(a) => a.unwrap_or_else(|| autofactory::config::DEFAULT_ADMIN_LISTEN.to_string()),
+            let given: Vec<String> = match args.values_from_str("--admin") {
+                Ok(a) => a,
                 Err(e) => return usage_error(e),
             };
+            let mut addrs: Vec<String> = given
+                .iter()
+                .flat_map(|a| a.split(','))
+                .map(str::trim)
+                .filter(|a| !a.is_empty())
+                .map(String::from)
+                .collect();
+            if addrs.is_empty() {
+                addrs.push(autofactory::config::DEFAULT_ADMIN_LISTEN.to_string());
+            }
             if let Some(rest) = args.finish().first() {
                 return usage_error(format!("unexpected argument {rest:?}"));
             }
-            clients(&addr)
+            clients(&addrs)
         }
         Ok(Some(cmd)) if cmd == "replay" => {
             let flags = (|| -> Result<_, pico_args::Error> {
@@ -120,27 +131,25 @@ fn main() -> ExitCode {
     }
 }
 
-fn clients(addr: &str) -> ExitCode {
-    use nanoserde::DeJson;
-    let body = match admin::http_get(addr, "/clients") {
-        Ok(b) => b,
-        Err(e) => {
-            eprintln!("autofactory: {e} (is the factory running? its admin address is set by admin_listen)");
-            return ExitCode::from(1);
-        }
-    };
-    match admin::ClientsDoc::deserialize_json(&body) {
-        Ok(doc) => {
-            print!("{}", admin::clients_table(&doc));
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!(
-                "autofactory: {addr}/clients answered something that is not the inventory: {e:?}"
-            );
-            ExitCode::from(1)
-        }
+/// Prints the merged inventory of the factories at `addrs`. A factory that does not answer is
+/// named on stderr and left out; the exit status is 1 only when none answered.
+fn clients(addrs: &[String]) -> ExitCode {
+    let (docs, failed) = admin::fetch_clients(addrs);
+    for (addr, e) in &failed {
+        eprintln!("autofactory: {addr}: {e} (is the factory running? its admin address is set by admin_listen)");
     }
+    if docs.is_empty() {
+        return ExitCode::from(1);
+    }
+    if !failed.is_empty() {
+        eprintln!(
+            "autofactory: {} of {} factories answered; the table shows only theirs",
+            docs.len(),
+            addrs.len()
+        );
+    }
+    print!("{}", admin::clients_table(&admin::merge_clients(docs)));
+    ExitCode::SUCCESS
 }
 
 /// `autofactory replay`: each file in turn through the configured sink; exit 1 at the first

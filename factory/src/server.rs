@@ -87,6 +87,8 @@ pub(crate) struct Shared {
     pub inventory: Inventory,
     pub sink: Arc<dyn FactSink>,
     pub metrics: Arc<Metrics>,
+    /// What batches say for the fleet inventory measurement (see [`crate::fleet`]).
+    pub fleet: crate::fleet::Observed,
     pub sessions: Mutex<HashMap<String, SessionEntry>>,
     pub next_conn: AtomicU64,
     /// Dropped (set to None) to tell every session to stop: their receivers then fail.
@@ -199,6 +201,7 @@ impl Factory {
                 inventory,
                 sink,
                 metrics,
+                fleet: Default::default(),
                 sessions: Mutex::new(HashMap::new()),
                 next_conn: AtomicU64::new(1),
                 stop_tx: Mutex::new(Some(stop_tx)),

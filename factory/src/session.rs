@@ -304,6 +304,7 @@ async fn authenticate(
         )));
     }
     let now = crate::log::unix_now();
+    let fleet_key = shared.config().fleet_key.clone();
     if h.client_id.is_empty() {
         if !crate::ids::constant_time_eq(h.token.as_bytes(), shared.token().as_bytes()) {
             return Err(Some(refusal(
@@ -312,10 +313,10 @@ async fn authenticate(
                 "wrong enrollment token",
             )));
         }
-        let (id, secret) = match (crate::ids::new_client_id(), crate::ids::new_secret()) {
-            (Ok(i), Ok(s)) => (i, s),
-            (Err(e), _) | (_, Err(e)) => {
-                crate::warn!("cannot enroll {peer}: /dev/urandom: {e}");
+        let (id, secret) = match crate::ids::new_identity(fleet_key.as_deref()) {
+            Ok(x) => x,
+            Err(e) => {
+                crate::warn!("cannot enroll {peer}: getrandom: {e}");
                 return Err(None);
             }
         };
@@ -346,7 +347,27 @@ async fn authenticate(
             "client id is not 32 lowercase hex digits",
         )));
     }
-    let Some(rec) = shared.inventory.get(&h.client_id) else {
+    let known = shared.inventory.get(&h.client_id);
+    let stored = known.as_ref().map(|r| r.secret_hash.as_str());
+    let valid = crate::ids::secret_valid(stored, fleet_key.as_deref(), &h.client_id, &h.secret);
+    let Some(rec) = known else {
+        if valid {
+            // A client of the fleet that this factory has not met (the balancer moved it): its
+            // fleet secret proves it. Recorded here (fsync'd like an enrollment), welcomed back.
+            let mut rec = ClientRecord {
+                id: h.client_id.clone(),
+                first_seen: now,
+                secret_hash: crate::ids::secret_hash(&h.secret),
+                ..Default::default()
+            };
+            fill(&mut rec, h, peer, now);
+            let (inv, r) = (shared.clone(), rec.clone());
+            if let Err(e) = smol::unblock(move || inv.inventory.enroll(r)).await {
+                crate::warn!("cannot record fleet client {} from {peer}: {e}", rec.id);
+                return Err(None);
+            }
+            return Ok((rec, String::new(), true));
+        }
         return Err(Some(refusal(
             Reason::UnknownClient,
             RejectCode::UnknownClient,
@@ -356,17 +377,18 @@ async fn authenticate(
             ),
         )));
     };
-    let presented = crate::ids::secret_hash(&h.secret);
-    if !crate::ids::constant_time_eq(presented.as_bytes(), rec.secret_hash.as_bytes()) {
+    if !valid {
         return Err(Some(refusal(
             Reason::BadSecret,
             RejectCode::BadSecret,
             format!("wrong secret for client {}", h.client_id),
         )));
     }
+    // Enrolled before the fleet key: hand it its fleet secret, so every factory knows it.
+    let rekey = crate::ids::fleet_rekey(fleet_key.as_deref(), &h.client_id, &h.secret);
     match shared.inventory.update(&rec.id, |r| fill(r, h, peer, now)) {
-        Ok(Some(rec)) => Ok((rec, String::new(), true)),
-        Ok(None) => Ok((rec, String::new(), true)),
+        Ok(Some(rec)) => Ok((rec, rekey, true)),
+        Ok(None) => Ok((rec, rekey, true)),
         Err(e) => {
             crate::warn!("inventory update for {}: {e}", rec.id);
             Err(None)
@@ -757,6 +779,7 @@ impl Live<'_> {
     async fn batch(&mut self, b: Batch) -> Result<(), Refusal> {
         let m = &self.shared.metrics;
         m.batches_received.fetch_add(1, Ordering::Relaxed);
+        self.shared.fleet.batch(self.id, &b);
         if b.seq <= self.acked {
             m.batches_deduplicated.fetch_add(1, Ordering::Relaxed);
             // Already durable: only the ack was lost. Ack again, write nothing.
