@@ -105,6 +105,18 @@ pub struct Metrics {
     pub sink_retries: AtomicU64,
     /// Points the sink refused as poison (InfluxDB 400) and dropped.
     pub points_dropped_by_sink: AtomicU64,
+    /// Clients enrolled because their id came from a second installation (a clone).
+    pub clones_enrolled: AtomicU64,
+    /// Batches that opened a new dedup window (a buffer epoch other than the last acked one).
+    pub epochs_started: AtomicU64,
+    /// Clients whose points carry a host tag made unique (their hostname was taken).
+    pub host_tags_made_unique: AtomicU64,
+    /// Inventory writes that failed (full or failing disk); the records are kept and retried.
+    pub inventory_write_errors: AtomicU64,
+    /// Times the inventory store was reopened after a failure.
+    pub inventory_reopens: AtomicU64,
+    /// Records changed in memory and not yet written to the store (gauge).
+    pub inventory_unsaved: AtomicU64,
     rejected: [AtomicU64; 13],
 }
 
@@ -217,6 +229,48 @@ impl Metrics {
             "counter",
             "Points refused by the store as malformed.",
             &self.points_dropped_by_sink,
+        );
+        g(
+            &mut out,
+            "clones_enrolled_total",
+            "counter",
+            "Clients enrolled as new because their id came from a second installation.",
+            &self.clones_enrolled,
+        );
+        g(
+            &mut out,
+            "epochs_started_total",
+            "counter",
+            "Batches that started a new dedup window (a new buffer epoch).",
+            &self.epochs_started,
+        );
+        g(
+            &mut out,
+            "host_tags_made_unique_total",
+            "counter",
+            "Clients given a host tag made unique because another client holds their hostname.",
+            &self.host_tags_made_unique,
+        );
+        g(
+            &mut out,
+            "inventory_write_errors_total",
+            "counter",
+            "Inventory writes that failed; the records are kept in memory and retried.",
+            &self.inventory_write_errors,
+        );
+        g(
+            &mut out,
+            "inventory_reopens_total",
+            "counter",
+            "Times the inventory store was reopened after a failure.",
+            &self.inventory_reopens,
+        );
+        g(
+            &mut out,
+            "inventory_unsaved_records",
+            "gauge",
+            "Inventory records changed in memory and not yet written to disk.",
+            &self.inventory_unsaved,
         );
         let _ = writeln!(out, "# HELP autofactory_rejected_connections_total Connections refused or dropped, by reason.");
         let _ = writeln!(out, "# TYPE autofactory_rejected_connections_total counter");
