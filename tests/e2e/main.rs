@@ -8,8 +8,10 @@
 //! Without `influxd` the tests fail, unless `AUTOFACT_SKIP_INFLUX=1` (then they print SKIPPED).
 
 mod bad_input;
+mod factory_disk;
 mod faults;
 mod happy;
+mod identity;
 
 use autofact_tests::harness::{
     check_series, now_ns, wait_series_until, Agent, AgentSpec, Factory, FactorySpec, SeriesReport,
