@@ -433,6 +433,47 @@ impl Inventory {
         Ok(rec)
     }
 
+    /// The clone of `original` made for `installation`, if there is one.
+    pub fn clone_of(&self, original: &str, installation: &str) -> Option<ClientRecord> {
+        self.state()
+            .cache
+            .values()
+            .find(|r| r.cloned_from == original && r.installation == installation)
+            .cloned()
+    }
+
+    /// Gives `id` a new secret (its hash) and fsyncs, as an enrollment does; the record in
+    /// memory changes only once it is durable. Blocking (call off the executor).
+    pub fn rekey(&self, id: &str, secret_hash: String) -> Result<ClientRecord, Error> {
+        self.retry();
+        let mut st = self.state();
+        let Some(mut rec) = st.cache.get(id).cloned() else {
+            return Err(Error::Record {
+                id: id.to_string(),
+                detail: "not in the inventory".into(),
+            });
+        };
+        rec.secret_hash = secret_hash;
+        let Some(store) = &st.store else {
+            return Err(self.closed_err(&st));
+        };
+        let written = store
+            .clients
+            .insert(rec.id.as_bytes(), rec.serialize_json().into_bytes())
+            .and_then(|()| store.db.persist(fjall::PersistMode::SyncAll));
+        if let Err(e) = written {
+            // The journal may hold the new hash: write the record in memory back over it.
+            st.unsaved.insert(rec.id.clone());
+            let dead = self.failed(&mut st, &e);
+            self.count_unsaved(&st);
+            drop(st);
+            drop(dead);
+            return Err(self.store_err(e));
+        }
+        st.cache.insert(rec.id.clone(), rec.clone());
+        Ok(rec)
+    }
+
     /// One line per client given a unique tag: the moment the duplicate hostname is found.
     fn duplicate(&self, st: &State, rec: &ClientRecord, holder: &str) {
         self.metrics

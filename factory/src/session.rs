@@ -379,6 +379,39 @@ async fn authenticate(
     };
     // A clone: the id belongs to the first installation. This one gets its own id, secret
     // and series; its buffered batches are written under the new id.
+    if let Some(known) = shared.inventory.clone_of(&rec.id, &h.installation) {
+        // Enrolled before, but the Welcome never reached it (it still presents the original's
+        // id): the same clone record with a new secret, not one more client.
+        let secret = match crate::ids::new_secret() {
+            Ok(s) => s,
+            Err(e) => {
+                crate::warn!("cannot re-key {} for {peer}: /dev/urandom: {e}", known.id);
+                return Err(None);
+            }
+        };
+        let (inv, id, hash) = (
+            shared.clone(),
+            known.id.clone(),
+            crate::ids::secret_hash(&secret),
+        );
+        return match smol::unblock(move || inv.inventory.rekey(&id, hash)).await {
+            Ok(rec) => {
+                crate::info!(
+                    "clone {} of {} presented the original's id again (its Welcome was lost): new secret",
+                    rec.id,
+                    rec.cloned_from
+                );
+                Ok((rec, secret, false))
+            }
+            Err(e) => Err(Some(refusal(
+                Reason::Busy,
+                RejectCode::Busy,
+                format!(
+                    "the factory cannot store a client's secret now (inventory: {e}); retry later"
+                ),
+            ))),
+        };
+    }
     let (new, secret) = enroll(shared, h, peer, now, &rec.id).await?;
     shared
         .metrics

@@ -167,6 +167,18 @@ fn one_client_id_from_a_second_installation_is_enrolled_as_a_new_client() {
             BTreeSet::from(["pi-orig".to_string(), "pi-clone".to_string()])
         );
 
+        // The clone lost that Welcome and presents the original's id again: the same clone,
+        // with a new secret, not a third client.
+        drop(clone);
+        let (mut clone, again) = welcome(h.addr, back_v2(&w, "pi-clone", "inst-b", E1)).await;
+        assert!(!again.welcome_back);
+        assert_eq!(again.client_id, cw.client_id);
+        assert_ne!(again.secret, cw.secret);
+        let cw = again;
+        let a = batch(&mut clone, E1, 11, vec![snapshot(2_000, 0)]).await;
+        assert_eq!((a.seq, a.epoch), (11, E1), "its window is kept");
+        assert_eq!(h.sink.points(), 9);
+
         // The original comes back: still itself, and its window is its own.
         let (mut orig, back) = welcome(h.addr, back_v2(&w, "pi-orig", "inst-a", E1)).await;
         assert!(back.welcome_back);
