@@ -502,29 +502,25 @@ impl Tmpfs {
     /// Fills it: appends to a filler file until ENOSPC (again: whatever was freed meanwhile).
     /// Returns the bytes written.
     pub fn fill(&self) -> u64 {
-        use std::io::Write;
-        let path = self.path.join("filler");
-        let mut f = match std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-        {
-            Ok(f) => f,
-            // Already so full that not even the file can be created: full.
-            Err(e) if e.raw_os_error() == Some(28) => return 0,
-            Err(e) => panic!("opening {}: {e}", path.display()),
-        };
-        let chunk = vec![0u8; 64 * 1024];
-        let mut n = 0u64;
-        loop {
-            match f.write(&chunk) {
-                Ok(0) => break,
-                Ok(k) => n += k as u64,
-                Err(e) if e.raw_os_error() == Some(28) => break,
-                Err(e) => panic!("filling {}: {e}", path.display()),
+        fill_up(&self.path)
+    }
+
+    /// Keeps it full until the guard is dropped: fills again every 100 ms, taking whatever
+    /// another process frees (a store deleting an old journal), as other writers on a full
+    /// disk would.
+    pub fn keep_full(&self) -> KeepFull {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (flag, path) = (stop.clone(), self.path.clone());
+        let thread = std::thread::spawn(move || {
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                fill_up(&path);
+                std::thread::sleep(Duration::from_millis(100));
             }
+        });
+        KeepFull {
+            stop,
+            thread: Some(thread),
         }
-        n
     }
 
     /// Frees what [`Tmpfs::fill`] took.
@@ -542,6 +538,49 @@ impl Tmpfs {
             .map(|s| s.blocks_available() * s.fragment_size())
             .unwrap_or(0)
     }
+}
+
+/// Stops [`Tmpfs::keep_full`]'s filler when dropped.
+#[derive(Debug)]
+pub struct KeepFull {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for KeepFull {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Appends to `<dir>/filler` until ENOSPC; returns the bytes written.
+fn fill_up(dir: &Path) -> u64 {
+    use std::io::Write;
+    let path = dir.join("filler");
+    let mut f = match std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+    {
+        Ok(f) => f,
+        // Already so full that not even the file can be created: full.
+        Err(e) if e.raw_os_error() == Some(28) => return 0,
+        Err(e) => panic!("opening {}: {e}", path.display()),
+    };
+    let chunk = vec![0u8; 64 * 1024];
+    let mut n = 0u64;
+    loop {
+        match f.write(&chunk) {
+            Ok(0) => break,
+            Ok(k) => n += k as u64,
+            Err(e) if e.raw_os_error() == Some(28) => break,
+            Err(e) => panic!("filling {}: {e}", path.display()),
+        }
+    }
+    n
 }
 
 impl Drop for Tmpfs {

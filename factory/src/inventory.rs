@@ -117,6 +117,9 @@ struct State {
     last_error: String,
     /// Failed writes since the store last worked, for the "writable again" line.
     failures: u64,
+    /// A failure warning was printed since the last "writable again" line: a disk flapping
+    /// between full and not-quite-full prints two lines a minute, not two per retry.
+    announced: bool,
 }
 
 /// The inventory store.
@@ -139,12 +142,13 @@ struct Quiet {
 impl Quiet {
     const EVERY_SECS: u64 = 60;
 
-    fn warn(&self, msg: std::fmt::Arguments<'_>) {
+    /// Prints `msg` unless a warning was printed less than a minute ago; true if printed.
+    fn warn(&self, msg: std::fmt::Arguments<'_>) -> bool {
         let now = crate::log::unix_now();
         let last = self.last.load(Ordering::Relaxed);
         if last != 0 && now < last + Self::EVERY_SECS {
             self.left_out.fetch_add(1, Ordering::Relaxed);
-            return;
+            return false;
         }
         if self
             .last
@@ -152,7 +156,7 @@ impl Quiet {
             .is_err()
         {
             self.left_out.fetch_add(1, Ordering::Relaxed);
-            return;
+            return false;
         }
         let n = self.left_out.swap(0, Ordering::Relaxed);
         if n > 0 {
@@ -160,6 +164,7 @@ impl Quiet {
         } else {
             crate::warn!("{msg}");
         }
+        true
     }
 }
 
@@ -232,6 +237,7 @@ impl Inventory {
                 unsaved: BTreeSet::new(),
                 last_error: String::new(),
                 failures: 0,
+                announced: false,
             }),
             reopening: Mutex::new(()),
             warnings: Quiet {
@@ -303,7 +309,7 @@ impl Inventory {
             .fetch_add(1, Ordering::Relaxed);
         st.failures += 1;
         st.last_error = e.to_string();
-        self.warnings.warn(format_args!(
+        st.announced |= self.warnings.warn(format_args!(
             "inventory store {}: write failed ({e}); keeping {} record(s) in memory and retrying; agents are still served",
             self.path.display(),
             st.unsaved.len()
@@ -348,10 +354,11 @@ impl Inventory {
                         st.last_error = e.to_string();
                         st.unsaved.len()
                     };
-                    self.warnings.warn(format_args!(
+                    let printed = self.warnings.warn(format_args!(
                         "inventory store {}: cannot reopen ({e}); {n} record(s) unsaved, retrying",
                         self.path.display()
                     ));
+                    self.state().announced |= printed;
                     return n;
                 }
             }
@@ -367,12 +374,15 @@ impl Inventory {
         }
         let left = st.unsaved.len();
         if left == 0 && st.failures > 0 {
-            crate::info!(
-                "inventory store {} writable again after {} failed write(s); every record saved",
-                self.path.display(),
-                st.failures
-            );
+            if st.announced {
+                crate::info!(
+                    "inventory store {} writable again after {} failed write(s); every record saved",
+                    self.path.display(),
+                    st.failures
+                );
+            }
             st.failures = 0;
+            st.announced = false;
         }
         drop(st);
         drop(dead);

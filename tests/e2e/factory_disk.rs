@@ -82,18 +82,30 @@ fn a_full_factory_disk_and_a_kill_in_between_lose_nothing_and_need_no_second_res
         waits_for_series(&s.site, h, start + secs(3.0));
     }
 
-    // The factory's disk fills up; agents keep sending for a while (several pushes each).
+    // The factory's disk fills up, and stays full: what the factory frees, the filler takes.
     let disk = s.disk.as_ref().expect("mounted");
     let filled = disk.fill();
+    let keeper = disk.keep_full();
     println!("filled {filled} bytes, {} left", disk.available());
     let full_from = now_ns();
+    // Until the inventory's writes fail (what slack its journal had is used up by then)...
+    let failed = wait_for("an inventory write to fail", WAIT, || {
+        let log = s.site.factory.log();
+        log.lines()
+            .any(|l| l.contains(" WARN ") && l.contains("inventory"))
+            .then_some(())
+    });
+    if let Err(e) = failed {
+        panic!("{e}\n{}", s.site.outputs());
+    }
+    // ... and agents keep sending for a while after that (a push each at least).
+    let failing_from = now_ns();
     for h in hosts {
-        waits_for_series(&s.site, h, full_from + secs(15.0));
+        waits_for_series(&s.site, h, failing_from + secs(12.0));
     }
 
     // kill -9 while full, and back at once: it must start on the full disk.
     s.site.factory.kill();
-    disk.fill();
     s.site.factory.start();
     let pid = s.site.factory.pid();
     let restarted = now_ns();
@@ -111,14 +123,9 @@ fn a_full_factory_disk_and_a_kill_in_between_lose_nothing_and_need_no_second_res
     }
 
     // Space comes back: the inventory is written again by the same process.
-    disk.fill();
+    drop(keeper);
     disk.free();
     let freed = now_ns();
-    if let Err(e) = wait_for("the inventory to be saved", WAIT, || {
-        (unsaved(&s.site.factory)? == 0).then_some(())
-    }) {
-        panic!("{e}\n{}", s.site.outputs());
-    }
     let until = freed + secs(15.0);
     for h in hosts {
         let checked = wait_series_until(&s.site.influx, h, until, WAIT)
@@ -127,6 +134,11 @@ fn a_full_factory_disk_and_a_kill_in_between_lose_nothing_and_need_no_second_res
             Ok(r) => println!("{r}"),
             Err(e) => panic!("{e}\n{}", s.site.outputs()),
         }
+    }
+    if let Err(e) = wait_for("the inventory to be saved", WAIT, || {
+        (unsaved(&s.site.factory)? == 0).then_some(())
+    }) {
+        panic!("{e}\n{}", s.site.outputs());
     }
     assert!(s.site.factory.exited().is_none(), "{}", s.site.outputs());
     assert_eq!(s.site.factory.pid(), pid, "no second restart");
