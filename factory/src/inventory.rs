@@ -168,6 +168,20 @@ impl Quiet {
     }
 }
 
+/// True when `e` is the disk refusing writes (full, read-only, over quota): it can come back.
+fn disk_refuses(e: &fjall::Error) -> bool {
+    use nix::errno::Errno;
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            let refusing = [Errno::ENOSPC, Errno::EROFS, Errno::EDQUOT].map(|e| e as i32);
+            return io.raw_os_error().is_some_and(|n| refusing.contains(&n));
+        }
+        cur = err.source();
+    }
+    false
+}
+
 fn open_store(path: &Path) -> Result<Store, fjall::Error> {
     let db = fjall::Database::builder(path).open()?;
     let clients = db.keyspace("clients", fjall::KeyspaceCreateOptions::default)?;
@@ -207,14 +221,33 @@ impl Inventory {
         Inventory::open_with(dir, Arc::new(Metrics::default()))
     }
 
-    /// Like [`Inventory::open`], counting its failures in `metrics`.
+    /// Like [`Inventory::open`], counting its failures in `metrics`. A disk that refuses
+    /// writes (full, read-only, over quota) is waited for, retrying every 2 s with a warning a
+    /// minute, rather than failing: exiting would only make its supervisor restart it in a
+    /// loop. Any other error (a corrupt store, another factory holding it) fails at once.
     pub fn open_with(dir: &Path, metrics: Arc<Metrics>) -> Result<Inventory, Error> {
         let path = dir.join("inventory");
         let store_err = |source| Error::Store {
             path: path.clone(),
             source,
         };
-        let store = open_store(&path).map_err(store_err)?;
+        let waiting = Quiet {
+            last: AtomicU64::new(0),
+            left_out: AtomicU64::new(0),
+        };
+        let store = loop {
+            match open_store(&path) {
+                Ok(store) => break store,
+                Err(e) if disk_refuses(&e) => {
+                    waiting.warn(format_args!(
+                        "cannot open the inventory store {}: {e}; waiting for the disk (retrying every 2 s)",
+                        path.display()
+                    ));
+                    std::thread::sleep(std::time::Duration::from_secs(2));
+                }
+                Err(e) => return Err(store_err(e)),
+            }
+        };
         let mut cache = HashMap::new();
         for guard in store.clients.iter() {
             let (k, v) = guard.into_inner().map_err(store_err)?;

@@ -134,3 +134,46 @@ fn a_full_data_dir_never_refuses_agents_and_the_inventory_recovers_without_resta
     drop(inv);
     drop(disk);
 }
+
+#[test]
+fn a_factory_started_on_a_read_only_data_dir_waits_for_it_instead_of_exiting() {
+    // Exiting would make systemd restart it in a loop; it waits for the disk instead.
+    let dir = temp_dir("ro-start");
+    let data = dir.join("data");
+    let Some(_disk) = Tmpfs::mount(&data, "4m") else {
+        return;
+    };
+    let h = Harness::start(&dir, &config_text(""));
+    let w = smol::block_on(async { welcome(h.addr, hello_v2("pi-ro", "inst-r", E)).await.1 });
+    h.stop().expect("clean shutdown");
+    let remount = |how: &str| {
+        let st = std::process::Command::new("mount")
+            .args(["-o", &format!("remount,{how}")])
+            .arg(&data)
+            .status()
+            .expect("mount -o remount");
+        assert!(st.success(), "remount {how}");
+    };
+    remount("ro");
+    let config_path = dir.join("autofactory.json");
+    let mut cfg = autofactory::FactoryConfig::load(&config_path).expect("config");
+    cfg.data_dir = data.clone();
+    let opening = std::thread::spawn(move || {
+        autofactory::Factory::open(autofactory::Settings {
+            config: cfg,
+            config_path: None,
+            sink: Some(std::sync::Arc::new(MemSink::default())),
+        })
+    });
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let waited = !opening.is_finished();
+    remount("rw");
+    let opened = opening.join().expect("open thread");
+    assert!(
+        waited,
+        "Factory::open returned on a read-only data dir: {:?}",
+        opened.as_ref().err()
+    );
+    let f = opened.expect("opens once the disk is writable");
+    assert!(f.inventory().get(&w.client_id).is_some());
+}
