@@ -12,9 +12,9 @@
 //! First-release agents send epoch 0: one window, seq-only dedup as before.
 //!
 //! A small window of batches may be in the sink at once (`max_inflight_batches`); acks go out
-//! in arrival order as writes become durable, each naming its batch's epoch. When the window is full the session stops reading
-//! from the socket, so a slow or failing sink pushes back on agents (which keep their batches
-//! on disk) instead of growing the factory's memory.
+//! in arrival order as writes become durable, each naming its batch's epoch. When the window
+//! is full the session stops reading from the socket, so a slow or failing sink pushes back on
+//! agents (which keep their batches on disk) instead of growing the factory's memory.
 
 use crate::inventory::ClientRecord;
 use crate::metrics::Reason;
