@@ -142,29 +142,42 @@ struct Quiet {
 impl Quiet {
     const EVERY_SECS: u64 = 60;
 
+    fn new() -> Quiet {
+        Quiet {
+            last: AtomicU64::new(0),
+            left_out: AtomicU64::new(0),
+        }
+    }
+
+    /// At unix second `now`: `Some(left out since the last one)` when a line may be printed.
+    fn admit(&self, now: u64) -> Option<u64> {
+        let last = self.last.load(Ordering::Relaxed);
+        let open = last == 0 || now >= last + Self::EVERY_SECS;
+        if open
+            && self
+                .last
+                .compare_exchange(last, now.max(1), Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            return Some(self.left_out.swap(0, Ordering::Relaxed));
+        }
+        self.left_out.fetch_add(1, Ordering::Relaxed);
+        None
+    }
+
     /// Prints `msg` unless a warning was printed less than a minute ago; true if printed.
     fn warn(&self, msg: std::fmt::Arguments<'_>) -> bool {
-        let now = crate::log::unix_now();
-        let last = self.last.load(Ordering::Relaxed);
-        if last != 0 && now < last + Self::EVERY_SECS {
-            self.left_out.fetch_add(1, Ordering::Relaxed);
-            return false;
+        match self.admit(crate::log::unix_now()) {
+            None => false,
+            Some(0) => {
+                crate::warn!("{msg}");
+                true
+            }
+            Some(n) => {
+                crate::warn!("{msg} ({n} more inventory warnings in the last minute left out)");
+                true
+            }
         }
-        if self
-            .last
-            .compare_exchange(last, now.max(1), Ordering::Relaxed, Ordering::Relaxed)
-            .is_err()
-        {
-            self.left_out.fetch_add(1, Ordering::Relaxed);
-            return false;
-        }
-        let n = self.left_out.swap(0, Ordering::Relaxed);
-        if n > 0 {
-            crate::warn!("{msg} ({n} more inventory warnings in the last minute left out)");
-        } else {
-            crate::warn!("{msg}");
-        }
-        true
     }
 }
 
@@ -231,10 +244,7 @@ impl Inventory {
             path: path.clone(),
             source,
         };
-        let waiting = Quiet {
-            last: AtomicU64::new(0),
-            left_out: AtomicU64::new(0),
-        };
+        let waiting = Quiet::new();
         let store = loop {
             match open_store(&path) {
                 Ok(store) => break store,
@@ -273,10 +283,7 @@ impl Inventory {
                 announced: false,
             }),
             reopening: Mutex::new(()),
-            warnings: Quiet {
-                last: AtomicU64::new(0),
-                left_out: AtomicU64::new(0),
-            },
+            warnings: Quiet::new(),
         })
     }
 
@@ -672,6 +679,17 @@ mod tests {
         assert_eq!(assign_tag(&odd, &rec(b, "pi", 2, "")).0, format!("pi~{b}"));
         // No hostname: the id is the name.
         assert_eq!(assign_tag(&cache(&[]), &rec(a, "", 1, "")).0, a);
+    }
+
+    #[test]
+    fn warnings_are_one_a_minute_and_the_next_counts_the_ones_left_out() {
+        let q = Quiet::new();
+        assert_eq!(q.admit(1_000), Some(0));
+        assert_eq!(q.admit(1_001), None);
+        assert_eq!(q.admit(1_059), None);
+        assert_eq!(q.admit(1_060), Some(2));
+        assert_eq!(q.admit(1_061), None);
+        assert_eq!(q.admit(1_200), Some(1));
     }
 
     #[test]

@@ -304,5 +304,12 @@ mod tests {
         );
         assert!(text.contains("autofactory_rejected_connections_total{reason=\"busy\"} 0\n"));
         assert!(text.contains("autofactory_points_written_total 7\n"));
+        m.clones_enrolled.fetch_add(1, Ordering::Relaxed);
+        m.inventory_unsaved.store(3, Ordering::Relaxed);
+        let text = m.render();
+        assert!(text.contains("autofactory_clones_enrolled_total 1\n"));
+        assert!(text.contains("# TYPE autofactory_inventory_unsaved_records gauge\n"));
+        assert!(text.contains("autofactory_inventory_unsaved_records 3\n"));
+        assert!(text.contains("autofactory_inventory_write_errors_total 0\n"));
     }
 }
