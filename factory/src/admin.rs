@@ -59,6 +59,18 @@ pub struct ClientView {
     pub epoch: String,
     /// The id this client was enrolled from as a clone; empty otherwise.
     pub cloned_from: String,
+    /// The agent's answer to its last Config: `applied`, `failed` or `unknown`.
+    pub config_status: String,
+    /// Why it could not apply it.
+    pub config_error: String,
+    /// Hash of the Config it applied, 16 hex digits; zeros when not reported.
+    pub config_hash: String,
+    /// The applied Config is the one the factory means it to have now.
+    pub config_current: bool,
+    /// `synced`, `unsynced` or `unknown`.
+    pub clock_sync: String,
+    /// The boot the agent last reported.
+    pub boot_id: String,
 }
 
 /// The `GET /clients` document.
@@ -73,6 +85,7 @@ impl Factory {
     /// The `GET /clients` document.
     pub fn clients_doc(&self) -> ClientsDoc {
         let connected = self.connected();
+        let config = self.config();
         let list = self.inventory().list();
         let mut names: std::collections::HashMap<String, usize> = Default::default();
         for r in &list {
@@ -88,6 +101,13 @@ impl Factory {
                 buffer_state: r.buffer_state,
                 epoch: format!("{:016x}", r.epoch),
                 cloned_from: r.cloned_from,
+                config_current: r.config_hash != 0
+                    && r.config_hash == config.effective(&r.region, &r.id).hash(),
+                config_hash: format!("{:016x}", r.config_hash),
+                config_status: r.config_status,
+                config_error: r.config_error,
+                clock_sync: r.clock_sync,
+                boot_id: r.boot_id,
                 id: r.id,
                 hostname: r.hostname,
                 region: r.region,
@@ -246,7 +266,7 @@ pub fn http_get(addr: &str, path: &str) -> Result<String, Error> {
 
 /// The columns of the `clients` table and the fleet page, and one row per client. A duplicate
 /// hostname is marked `(dup)` in its cell; empty cells are `-`.
-fn rows(doc: &ClientsDoc) -> ([&'static str; 15], Vec<Vec<String>>) {
+fn rows(doc: &ClientsDoc) -> ([&'static str; 17], Vec<Vec<String>>) {
     let header = [
         "HOSTNAME",
         "HOST TAG",
@@ -258,6 +278,8 @@ fn rows(doc: &ClientsDoc) -> ([&'static str; 15], Vec<Vec<String>>) {
         "AGENT",
         "INSTALLATION",
         "BUFFER",
+        "CONFIG",
+        "CLOCK",
         "CONNECTED",
         "LAST SEEN",
         "ACKED SEQ",
@@ -284,6 +306,17 @@ fn rows(doc: &ClientsDoc) -> ([&'static str; 15], Vec<Vec<String>>) {
                 // Enough to tell two apart; /clients has the whole nonce.
                 c.installation.chars().take(12).collect(),
                 c.buffer_state.clone(),
+                // "stale": applied, but not the Config the factory means it to have now.
+                match c.config_status.as_str() {
+                    "applied" if !c.config_current => "stale".to_string(),
+                    "unknown" => String::new(),
+                    s => s.to_string(),
+                },
+                if c.clock_sync == "unknown" {
+                    String::new()
+                } else {
+                    c.clock_sync.clone()
+                },
                 if c.connected { "yes" } else { "no" }.to_string(),
                 if c.last_seen == 0 {
                     String::new()
@@ -415,12 +448,12 @@ mod tests {
         );
         let row1: Vec<&str> = lines[1].split_whitespace().collect();
         let row2: Vec<&str> = lines[2].split_whitespace().collect();
-        // hostname, tag, id, region, zone, arch, os, agent, installation, buffer, connected,
-        // last seen, seq, backlog, address
-        assert_eq!(row1.len(), 15, "{t}");
-        assert_eq!((row1[0], row1[10], row1[13]), ("pi", "yes", "4"));
+        // hostname, tag, id, region, zone, arch, os, agent, installation, buffer, config,
+        // clock, connected, last seen, seq, backlog, address
+        assert_eq!(row1.len(), 17, "{t}");
+        assert_eq!((row1[0], row1[12], row1[15]), ("pi", "yes", "4"));
         assert_eq!(
-            (row2[0], row2[10], row2[13]),
+            (row2[0], row2[12], row2[15]),
             ("server-long-name", "no", "-")
         );
         let json = doc.serialize_json();

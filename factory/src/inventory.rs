@@ -78,6 +78,16 @@ pub struct ClientRecord {
     pub buffer_state: String,
     /// The id this client was enrolled from when it was a clone; empty otherwise.
     pub cloned_from: String,
+    /// `Config::hash` of the Config the agent last said it applied; 0 = not reported.
+    pub config_hash: u64,
+    /// `applied`, `failed` or `unknown` (a first-release agent), as last told.
+    pub config_status: String,
+    /// Why the agent could not apply its last Config (from its Hello); empty when it could.
+    pub config_error: String,
+    /// Whether the agent's clock was synchronised: `synced`, `unsynced`, `unknown`.
+    pub clock_sync: String,
+    /// The boot the agent last reported (`/proc/sys/kernel/random/boot_id`).
+    pub boot_id: String,
 }
 
 impl ClientRecord {

@@ -24,7 +24,8 @@ use async_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use async_tungstenite::tungstenite::Message as WsMessage;
 use autofact_fbs::lineproto::{write_snapshot, Tags};
 use autofact_fbs::{
-    Ack, Batch, BufferState, Config, Hello, Message, RejectCode, Welcome, PROTOCOL_VERSION,
+    Ack, Batch, BufferState, ClockSync, Config, ConfigStatus, Hello, Message, RejectCode, Welcome,
+    PROTOCOL_VERSION,
 };
 use smol::future::{or, pending};
 use smol::{Async, Timer};
@@ -489,16 +490,34 @@ fn fill(r: &mut ClientRecord, h: &Hello, peer: SocketAddr, now: u64) {
     r.last_seen = now;
     r.last_address = peer.to_string();
     r.buffer_state = h.buffer_state.as_str().to_string();
+    r.config_hash = h.config_hash;
+    r.config_status = h.config_status.as_str().to_string();
+    r.config_error = h.config_error.clone();
+    r.clock_sync = clock_str(h.clock_sync).to_string();
+    r.boot_id = h.boot_id.clone();
+}
+
+/// The name of a clock state in the inventory and its views.
+pub(crate) fn clock_str(c: ClockSync) -> &'static str {
+    match c {
+        ClockSync::Unknown => "unknown",
+        ClockSync::Synced => "synced",
+        ClockSync::Unsynced => "unsynced",
+    }
 }
 
 /// What a batch says about its client, kept until its ack.
-#[derive(Clone, Copy)]
 struct BatchInfo {
     epoch: u64,
     seq: u64,
     /// `buffered_batches` from the batch's latest health fact.
     backlog: Option<u64>,
     buffer_state: BufferState,
+    config_hash: u64,
+    config_status: ConfigStatus,
+    /// From the batch's latest snapshot that says.
+    clock_sync: ClockSync,
+    boot_id: Option<String>,
 }
 
 /// One batch handed to the sink.
@@ -668,7 +687,7 @@ impl Live<'_> {
                     // The ack goes out whatever the inventory's disk says: the data is in the
                     // sink; a record that cannot be written now is kept and retried.
                     self.acked = (info.epoch, info.seq);
-                    self.record_ack(info, true);
+                    self.record_ack(&info, true);
                     let ack = Ack {
                         seq: info.seq,
                         epoch: info.epoch,
@@ -833,7 +852,7 @@ impl Live<'_> {
                 break;
             }
             self.acked = (info.epoch, info.seq);
-            self.record_ack(info, false);
+            self.record_ack(&info, false);
             let msg = Message::Ack(Ack {
                 seq: info.seq,
                 epoch: info.epoch,
@@ -846,7 +865,7 @@ impl Live<'_> {
 
     /// Records a durable batch in the inventory: the last acked (epoch, seq) and what the
     /// batch said about the client. `seen`: also update last seen.
-    fn record_ack(&self, info: BatchInfo, seen: bool) {
+    fn record_ack(&self, info: &BatchInfo, seen: bool) {
         let now = crate::log::unix_now();
         self.shared.inventory.update(self.id, |r| {
             if r.epoch == info.epoch {
@@ -863,6 +882,20 @@ impl Live<'_> {
                 r.backlog = info.backlog;
             }
             r.buffer_state = info.buffer_state.as_str().to_string();
+            // A first-release agent reports none of these: keep what its Hello said.
+            if info.config_status != ConfigStatus::Unknown {
+                if info.config_status == ConfigStatus::Applied {
+                    r.config_error.clear();
+                }
+                r.config_status = info.config_status.as_str().to_string();
+                r.config_hash = info.config_hash;
+            }
+            if info.clock_sync != ClockSync::Unknown {
+                r.clock_sync = clock_str(info.clock_sync).to_string();
+            }
+            if let Some(b) = &info.boot_id {
+                r.boot_id.clone_from(b);
+            }
         });
     }
 
@@ -932,11 +965,18 @@ impl Live<'_> {
         }
         let write = (points > 0).then(|| self.shared.sink.write(lines, points));
         self.accepted = (b.epoch, b.seq);
+        let latest = b.snapshots.last();
         let info = BatchInfo {
             epoch: b.epoch,
             seq: b.seq,
             backlog,
             buffer_state: b.buffer_state,
+            config_hash: b.config_hash,
+            config_status: b.config_status,
+            clock_sync: latest.map_or(ClockSync::Unknown, |s| s.clock_sync),
+            boot_id: latest
+                .filter(|s| !s.boot_id.is_empty())
+                .map(|s| s.boot_id.clone()),
         };
         self.inflight.push(info, write);
         Ok(())

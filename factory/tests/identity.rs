@@ -330,30 +330,61 @@ fn a_first_release_agent_without_installation_or_epoch_works_as_before() {
 }
 
 #[test]
-fn buffer_state_and_installation_are_in_the_clients_view() {
+fn status_fields_are_in_the_clients_view() {
+    // Buffer state, installation, Config status and clock, as the agent reports them.
     let dir = temp_dir("status");
     let h = Harness::start(&dir, &config_text(""));
+    let hello = Hello {
+        clock_sync: autofact_fbs::ClockSync::Unsynced,
+        config_status: autofact_fbs::ConfigStatus::Failed,
+        config_error: "periods.cpu_ms: too small".into(),
+        buffer_state: BufferState::ReadOnly,
+        boot_id: "b00710".into(),
+        ..hello_v2("pi-full", "inst-s", E1)
+    };
+    let (mut c, w) = smol::block_on(welcome(h.addr, hello));
+    let clients = h.get("/clients");
+    for want in [
+        "\"buffer_state\":\"read_only\"",
+        "\"config_status\":\"failed\"",
+        "\"config_error\":\"periods.cpu_ms: too small\"",
+        "\"clock_sync\":\"unsynced\"",
+        "\"boot_id\":\"b00710\"",
+        "\"installation\":\"inst-s\"",
+    ] {
+        assert!(clients.contains(want), "{want} in {clients}");
+    }
     smol::block_on(async {
-        let (mut c, _) = welcome(h.addr, hello_v2("pi-full", "inst-s", E1)).await;
+        let mut snap = snapshot(1_000, 0);
+        snap.clock_sync = autofact_fbs::ClockSync::Synced;
         c.send(&Message::Batch(Batch {
             epoch: E1,
             seq: 1,
-            snapshots: vec![snapshot(1_000, 0)],
+            snapshots: vec![snap],
             buffer_state: BufferState::DiskFull,
+            config_status: autofact_fbs::ConfigStatus::Applied,
+            config_hash: w.config.hash(),
             ..Batch::default()
         }))
         .await;
         assert!(matches!(c.recv().await, Ok(Message::Ack(_))));
     });
     let clients = h.get("/clients");
-    assert!(
-        clients.contains("\"buffer_state\":\"disk_full\""),
-        "{clients}"
-    );
-    assert!(clients.contains("\"installation\":\"inst-s\""), "{clients}");
+    for want in [
+        "\"buffer_state\":\"disk_full\"",
+        "\"config_status\":\"applied\"",
+        "\"config_error\":\"\"",
+        "\"config_current\":true",
+        "\"clock_sync\":\"synced\"",
+    ] {
+        assert!(clients.contains(want), "{want} in {clients}");
+    }
     let doc: autofactory::admin::ClientsDoc =
         nanoserde::DeJson::deserialize_json(&clients).expect("clients JSON");
     let table = autofactory::admin::clients_table(&doc);
-    assert!(table.contains("disk_full"), "{table}");
+    for want in ["disk_full", "applied", "synced", "inst-s"] {
+        assert!(table.contains(want), "{want} in\n{table}");
+    }
+    drop(c);
     h.stop().expect("clean shutdown");
 }
