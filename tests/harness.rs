@@ -290,6 +290,19 @@ impl Factory {
         Json::parse(&text).map_err(|e| format!("/clients: {e} in {text}"))
     }
 
+    /// Every `/clients` entry whose hostname is `host` (several when clients share it).
+    pub fn clients_named(&self, host: &str) -> Vec<Json> {
+        let Ok(doc) = self.clients() else {
+            return Vec::new();
+        };
+        doc.get("clients")
+            .map(|c| c.items().to_vec())
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|c| c.get("hostname").and_then(Json::as_str) == Some(host))
+            .collect()
+    }
+
     /// The `/clients` entry whose hostname is `host`.
     pub fn client(&self, host: &str) -> Option<Json> {
         let doc = self.clients().ok()?;
@@ -431,26 +444,34 @@ pub struct Agent {
 impl Agent {
     /// Writes the config (server `server`, e.g. a factory or a proxy) and starts the agent.
     pub fn launch(dir: &Path, server: SocketAddr, spec: &AgentSpec) -> Agent {
-        Agent::launch_with(dir, server, spec, &[])
+        Agent::launch_with(dir, server, spec, &spec.hostname, &[])
     }
 
-    /// [`Agent::launch`] with extra `autofact run` flags, e.g. `--sys-root` pointing at a
-    /// captured `/sys` so that a machine without thermal zones reports a Pi's.
+    /// Like [`Agent::launch`], with files named after `name` instead of the hostname (two
+    /// agents with one hostname): `<dir>/<name>.json`, `<dir>/<name>-data`, `<dir>/<name>.err`.
+    pub fn launch_named(dir: &Path, server: SocketAddr, spec: &AgentSpec, name: &str) -> Agent {
+        Agent::launch_with(dir, server, spec, name, &[])
+    }
+
+    /// [`Agent::launch_named`] with extra `autofact run` flags, e.g. `--sys-root` pointing at
+    /// a captured `/sys` so that a machine without thermal zones reports a Pi's.
     pub fn launch_with(
         dir: &Path,
         server: SocketAddr,
         spec: &AgentSpec,
+        name: &str,
         args: &[std::ffi::OsString],
     ) -> Agent {
-        let name = spec.hostname.clone();
+        let name = name.to_string();
         let config = dir.join(format!("{name}.json"));
         let text = format!(
             r#"{{ "server": "{server}", "data_dir": "{data}", "token": "{TOKEN}",
-  "region": "{region}", "zone": "{zone}", "hostname": "{name}" }}
+  "region": "{region}", "zone": "{zone}", "hostname": "{hostname}" }}
 "#,
             data = dir.join(format!("{name}-data")).display(),
             region = spec.region,
             zone = spec.zone,
+            hostname = spec.hostname,
         );
         if let Err(e) = std::fs::write(&config, text) {
             panic!("writing {}: {e}", config.display());
@@ -511,9 +532,14 @@ impl Agent {
         self.proc.as_mut().and_then(|p| p.try_wait().ok().flatten())
     }
 
-    /// The `host` tag.
+    /// The name its files carry: its hostname, unless launched with [`Agent::launch_named`].
     pub fn host(&self) -> &str {
         &self.name
+    }
+
+    /// Its data directory.
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.join(format!("{}-data", self.name))
     }
 
     /// Its log (stderr) across restarts.
@@ -525,6 +551,137 @@ impl Agent {
 impl Drop for Agent {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// A tmpfs mounted by the test (it runs as root) at a path: a small disk to fill and empty.
+/// Always unmounted on drop (lazily, so it returns at once even while a process still has a
+/// file open there).
+#[derive(Debug)]
+pub struct Tmpfs {
+    path: PathBuf,
+}
+
+impl Tmpfs {
+    /// Mounts a tmpfs of `size` (mount's syntax: `16m`) at `path`, creating it. Without root
+    /// the test fails, unless `AUTOFACT_SKIP_TMPFS=1`: then it prints SKIPPED and gets `None`.
+    pub fn mount(path: &Path, size: &str, test: &str) -> Option<Tmpfs> {
+        if let Err(e) = std::fs::create_dir_all(path) {
+            panic!("{test}: creating {}: {e}", path.display());
+        }
+        let out = Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0755"),
+                "tmpfs",
+            ])
+            .arg(path)
+            .output();
+        match out {
+            Ok(o) if o.status.success() => Some(Tmpfs {
+                path: path.to_path_buf(),
+            }),
+            other => {
+                let why = format!("mount -t tmpfs at {}: {other:?}", path.display());
+                if std::env::var("AUTOFACT_SKIP_TMPFS").as_deref() == Ok("1") {
+                    println!("SKIPPED {test}: {why} (needs root; AUTOFACT_SKIP_TMPFS=1)");
+                    None
+                } else {
+                    panic!("{test}: {why}: this test needs root (AUTOFACT_SKIP_TMPFS=1 skips it)");
+                }
+            }
+        }
+    }
+
+    /// Fills it: appends to a filler file until ENOSPC (again: whatever was freed meanwhile).
+    /// Returns the bytes written.
+    pub fn fill(&self) -> u64 {
+        fill_up(&self.path)
+    }
+
+    /// Keeps it full until the guard is dropped: fills again every 100 ms, taking whatever
+    /// another process frees (a store deleting an old journal), as other writers on a full
+    /// disk would.
+    pub fn keep_full(&self) -> KeepFull {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (flag, path) = (stop.clone(), self.path.clone());
+        let thread = std::thread::spawn(move || {
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                fill_up(&path);
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        });
+        KeepFull {
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Frees what [`Tmpfs::fill`] took.
+    pub fn free(&self) {
+        let path = self.path.join("filler");
+        if let Err(e) = std::fs::remove_file(&path) {
+            panic!("removing {}: {e}", path.display());
+        }
+    }
+
+    /// Bytes available, from statvfs.
+    pub fn available(&self) -> u64 {
+        nix::sys::statvfs::statvfs(&self.path)
+            // The field types differ by target (u32 on 32-bit); the tests run on 64-bit Linux.
+            .map(|s| s.blocks_available() * s.fragment_size())
+            .unwrap_or(0)
+    }
+}
+
+/// Stops [`Tmpfs::keep_full`]'s filler when dropped.
+#[derive(Debug)]
+pub struct KeepFull {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for KeepFull {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Appends to `<dir>/filler` until ENOSPC; returns the bytes written.
+fn fill_up(dir: &Path) -> u64 {
+    use std::io::Write;
+    let path = dir.join("filler");
+    let mut f = match std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+    {
+        Ok(f) => f,
+        // Already so full that not even the file can be created: full.
+        Err(e) if e.raw_os_error() == Some(28) => return 0,
+        Err(e) => panic!("opening {}: {e}", path.display()),
+    };
+    let chunk = vec![0u8; 64 * 1024];
+    let mut n = 0u64;
+    loop {
+        match f.write(&chunk) {
+            Ok(0) => break,
+            Ok(k) => n += k as u64,
+            Err(e) if e.raw_os_error() == Some(28) => break,
+            Err(e) => panic!("filling {}: {e}", path.display()),
+        }
+    }
+    n
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.path).status();
     }
 }
 

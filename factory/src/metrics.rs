@@ -107,6 +107,18 @@ pub struct Metrics {
     pub sink_retries: AtomicU64,
     /// Points the store refused for good, kept in the dead-letter files (all clients).
     pub points_dead_lettered: AtomicU64,
+    /// Clients enrolled because their id came from a second installation (a clone).
+    pub clones_enrolled: AtomicU64,
+    /// Batches that opened a new dedup window (a buffer epoch other than the last acked one).
+    pub epochs_started: AtomicU64,
+    /// Clients whose points carry a host tag made unique (their hostname was taken).
+    pub host_tags_made_unique: AtomicU64,
+    /// Inventory writes that failed (full or failing disk); the records are kept and retried.
+    pub inventory_write_errors: AtomicU64,
+    /// Times the inventory store was reopened after a failure.
+    pub inventory_reopens: AtomicU64,
+    /// Records changed in memory and not yet written to the store (gauge).
+    pub inventory_unsaved: AtomicU64,
     rejected: [AtomicU64; 13],
     /// Dead-lettered points per client id; only clients with refusals have an entry.
     dead_lettered: Mutex<BTreeMap<String, u64>>,
@@ -251,6 +263,48 @@ impl Metrics {
                 "autofactory_dead_lettered_points_total{{client=\"{client}\"}} {n}"
             );
         }
+        g(
+            &mut out,
+            "clones_enrolled_total",
+            "counter",
+            "Clients enrolled as new because their id came from a second installation.",
+            &self.clones_enrolled,
+        );
+        g(
+            &mut out,
+            "epochs_started_total",
+            "counter",
+            "Batches that started a new dedup window (a new buffer epoch).",
+            &self.epochs_started,
+        );
+        g(
+            &mut out,
+            "host_tags_made_unique_total",
+            "counter",
+            "Clients given a host tag made unique because another client holds their hostname.",
+            &self.host_tags_made_unique,
+        );
+        g(
+            &mut out,
+            "inventory_write_errors_total",
+            "counter",
+            "Inventory writes that failed; the records are kept in memory and retried.",
+            &self.inventory_write_errors,
+        );
+        g(
+            &mut out,
+            "inventory_reopens_total",
+            "counter",
+            "Times the inventory store was reopened after a failure.",
+            &self.inventory_reopens,
+        );
+        g(
+            &mut out,
+            "inventory_unsaved_records",
+            "gauge",
+            "Inventory records changed in memory and not yet written to disk.",
+            &self.inventory_unsaved,
+        );
         let _ = writeln!(out, "# HELP autofactory_rejected_connections_total Connections refused or dropped, by reason.");
         let _ = writeln!(out, "# TYPE autofactory_rejected_connections_total counter");
         for r in Reason::ALL {
@@ -290,5 +344,12 @@ mod tests {
         assert!(text.contains("autofactory_dead_lettered_points_total{client=\"c1\"} 3\n"));
         assert!(text.contains("autofactory_dead_lettered_points_total{client=\"c\\\"2\"} 4\n"));
         assert_eq!(m.points_dead_lettered.load(Ordering::Relaxed), 7);
+        m.clones_enrolled.fetch_add(1, Ordering::Relaxed);
+        m.inventory_unsaved.store(3, Ordering::Relaxed);
+        let text = m.render();
+        assert!(text.contains("autofactory_clones_enrolled_total 1\n"));
+        assert!(text.contains("# TYPE autofactory_inventory_unsaved_records gauge\n"));
+        assert!(text.contains("autofactory_inventory_unsaved_records 3\n"));
+        assert!(text.contains("autofactory_inventory_write_errors_total 0\n"));
     }
 }

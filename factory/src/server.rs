@@ -18,6 +18,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
+/// How often unsaved inventory records are retried (and a failed store reopened).
+const INVENTORY_RETRY: Duration = Duration::from_secs(2);
+
 /// How long shutdown waits for in-flight sink writes before it stops the sink anyway.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -170,8 +173,8 @@ impl Factory {
                 metrics.clone(),
             )?),
         };
-        let opened =
-            Inventory::open(&cfg.data_dir).and_then(|inv| resolve_token(&cfg).map(|t| (inv, t)));
+        let opened = Inventory::open_with(&cfg.data_dir, metrics.clone())
+            .and_then(|inv| resolve_token(&cfg).map(|t| (inv, t)));
         let (inventory, (token, generated)) = match opened {
             Ok(x) => x,
             Err(e) => {
@@ -363,8 +366,19 @@ impl Factory {
                 self.accepted(&executor, stream, peer, alive_tx.clone());
             }
         };
+        // The inventory's disk may fail (full, read-only): what could not be written is
+        // retried here until it is, so no restart is ever needed for it.
+        let retry_inventory = async {
+            loop {
+                smol::Timer::after(INVENTORY_RETRY).await;
+                if shared.inventory.unsaved() > 0 {
+                    let s = shared.clone();
+                    smol::unblock(move || s.inventory.retry()).await;
+                }
+            }
+        };
         let stop_rx = shared.stop_rx.clone();
-        smol::future::or(accept, async {
+        smol::future::or(smol::future::or(accept, retry_inventory), async {
             smol::future::or(shutdown, async {
                 let _ = stop_rx.recv().await;
             })
@@ -408,7 +422,19 @@ impl Factory {
             }
         })
         .await;
-        shared.inventory.persist()?;
+        if let Err(e) = smol::unblock({
+            let s = shared.clone();
+            move || s.inventory.persist()
+        })
+        .await
+        {
+            // Not a reason to fail the shutdown: enrollments are durable already; what is lost
+            // is last-seen and last-acked updates, so at worst a batch is written twice.
+            crate::warn!(
+                "shutdown: {} inventory record(s) not saved: {e}",
+                shared.inventory.unsaved()
+            );
+        }
         crate::info!("shutdown complete");
         Ok(())
     }

@@ -143,6 +143,7 @@ fn every_dashboard_query_returns_data_from_real_agents() {
         site.dir.path(),
         site.factory.addr(),
         &AgentSpec::new("alpha", "eu"),
+        "alpha",
         &["--sys-root".into(), pi_sys.into_os_string()],
     );
     site.agents.push(agent);

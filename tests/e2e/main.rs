@@ -11,8 +11,10 @@
 
 mod bad_input;
 mod dashboards;
+mod factory_disk;
 mod faults;
 mod happy;
+mod identity;
 mod scale_out;
 mod victoria;
 
