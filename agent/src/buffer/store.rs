@@ -24,6 +24,8 @@ const LOCK_FILE: &str = "LOCK";
 const DB_DIR: &str = "db";
 const BATCHES: &str = "batches";
 const META: &str = "meta";
+/// Added in release 0.2; an older buffer gets it (empty) at its first open by this release.
+const PENDING: &str = "pending";
 pub(super) const NEXT_SEQ: &[u8] = b"next_seq";
 
 /// After this many opens that started and never finished (each one killed or aborted during recovery),
@@ -122,8 +124,9 @@ fn move_aside(dir: &Path) -> Result<PathBuf, BufferError> {
 }
 
 fn classify_io(op: &'static str, path: &Path, e: io::Error) -> Failure {
-    // Permissions are the operator's problem, not the data's: moving aside would not help either.
-    if e.kind() == io::ErrorKind::PermissionDenied {
+    // Permissions, a full or a read-only disk are the disk's problem, not the data's: moving the
+    // buffer aside would not help (and would hide its data from the factory).
+    if super::fault_of(&e) != super::DiskFault::Other {
         Failure::Fatal(io_err(op, path)(e))
     } else {
         Failure::Corrupt(format!("{op} {}: {e}", path.display()))
@@ -179,7 +182,9 @@ fn check_format(dir: &Path) -> Result<(), Failure> {
 fn begin_open(dir: &Path) -> Result<(), Failure> {
     let path = dir.join(OPENING_FILE);
     let started = match fs::read_to_string(&path) {
-        Ok(text) => text.trim().parse::<u32>().unwrap_or(MAX_UNFINISHED_OPENS),
+        // The counter is replaced by rename, so a torn write cannot happen; a file that still
+        // does not parse (an older release's write cut by a full disk) is not a crashed start.
+        Ok(text) => text.trim().parse::<u32>().unwrap_or(0),
         Err(e) if e.kind() == io::ErrorKind::NotFound => 0,
         Err(e) => return Err(classify_io("read", &path, e)),
     };
@@ -188,9 +193,15 @@ fn begin_open(dir: &Path) -> Result<(), Failure> {
             "the last {started} attempts to open it died during recovery"
         )));
     }
-    // Only a process kill must be survived here, so the page cache is enough: no fsync.
-    fs::write(&path, format!("{}\n", started + 1))
-        .map_err(|e| Failure::Fatal(io_err("write", &path)(e)))
+    // Only a process kill must be survived here, so the page cache is enough: no fsync. Written
+    // to a temp file and renamed, so a full disk leaves the old count, never a cut one.
+    let tmp = path.with_extension("tmp");
+    fs::write(&tmp, format!("{}\n", started + 1))
+        .and_then(|()| fs::rename(&tmp, &path))
+        .map_err(|e| {
+            let _ = fs::remove_file(&tmp);
+            Failure::Fatal(io_err("write", &path)(e))
+        })
 }
 
 fn end_open(dir: &Path) -> Result<(), BufferError> {
@@ -238,6 +249,12 @@ fn lock(dir: &Path) -> Result<Flock<fs::File>, Failure> {
 }
 
 fn try_open(dir: &Path, cap: u64) -> Result<Buffer, Failure> {
+    if fs::symlink_metadata(dir).is_ok_and(|m| !m.is_dir()) {
+        return Err(Failure::Corrupt(format!(
+            "{} is a file, not a buffer directory",
+            dir.display()
+        )));
+    }
     fs::create_dir_all(dir).map_err(|e| Failure::Fatal(io_err("create directory", dir)(e)))?;
     let lock = lock(dir)?;
     check_format(dir)?;
@@ -248,7 +265,20 @@ fn try_open(dir: &Path, cap: u64) -> Result<Buffer, Failure> {
         let path = db_path.clone();
         move |e: fjall::Error| match e {
             fjall::Error::Locked => Failure::Fatal(BufferError::Locked { path }),
-            other => Failure::Corrupt(format!("{op}: {other}")),
+            other => {
+                let err = BufferError::Store {
+                    op,
+                    path,
+                    source: other,
+                };
+                // ENOSPC, EROFS, EACCES while opening say nothing about the data: never move
+                // a buffer aside for them (the agent runs from memory until the disk is back).
+                if err.fault() == super::DiskFault::Other {
+                    Failure::Corrupt(err.to_string())
+                } else {
+                    Failure::Fatal(err)
+                }
+            }
         }
     };
     // fjall may panic on some corrupt files (it `expect`s its own metadata); where panics unwind,
@@ -267,8 +297,18 @@ fn try_open(dir: &Path, cap: u64) -> Result<Buffer, Failure> {
         let meta = db
             .keyspace(META, meta_options)
             .map_err(store("open meta"))?;
-        let (state, saved_next) = recover(&batches, &meta, cap)?;
-        Ok((db, batches, meta, state, saved_next))
+        let pending = db
+            .keyspace(PENDING, meta_options)
+            .map_err(store("open pending"))?;
+        let (mut state, saved_next) = recover(&batches, &meta, cap)?;
+        state.pending_next = match pending.last_key_value() {
+            Some(kv) => {
+                let k = kv.key().map_err(store("read pending"))?;
+                decode_seq(&k).map_or(0, |k| k + 1)
+            }
+            None => 0,
+        };
+        Ok((db, batches, meta, pending, state, saved_next))
     }))
     .map_err(|panic| {
         let msg = panic
@@ -278,13 +318,14 @@ fn try_open(dir: &Path, cap: u64) -> Result<Buffer, Failure> {
             .unwrap_or_else(|| "unknown panic".to_owned());
         Failure::Corrupt(format!("fjall panicked while opening: {msg}"))
     })?;
-    let (db, batches, meta, state, saved_next) = opened?;
+    let (db, batches, meta, pending, state, saved_next) = opened?;
 
     let buffer = Buffer {
         dir: dir.to_path_buf(),
         db,
         batches,
         meta,
+        pending,
         state: Mutex::new(state),
         _lock: lock,
     };
@@ -343,6 +384,7 @@ fn recover(
         dropped: 0,
         cap,
         dirty: false,
+        pending_next: 0,
     };
     Ok((state, saved))
 }

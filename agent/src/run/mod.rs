@@ -16,7 +16,9 @@
 //! calls from the session go through `smol::unblock`.
 
 pub mod backoff;
+pub mod clock;
 pub mod config;
+pub mod queue;
 pub mod schedule;
 pub mod session;
 pub mod signals;
@@ -82,6 +84,9 @@ pub struct Timing {
     pub window: usize,
     /// Largest message accepted from the factory.
     pub max_message: usize,
+    /// Test seam: every fsync of the disk buffer takes at least this long (a slow SD card).
+    /// Zero in production.
+    pub slow_disk: Duration,
 }
 
 impl Default for Timing {
@@ -94,6 +99,7 @@ impl Default for Timing {
             close_timeout: Duration::from_millis(1000),
             window: 8,
             max_message: 1024 * 1024,
+            slow_disk: Duration::ZERO,
         }
     }
 }
@@ -128,6 +134,8 @@ pub enum Error {
     Buffer(BufferError),
     /// The collection thread died.
     Collector(String),
+    /// The disk buffer failed and could not be reopened: one line naming it (exit status 1).
+    Fatal(String),
 }
 
 impl Error {
@@ -147,6 +155,7 @@ impl fmt::Display for Error {
             Error::State(e) => e.fmt(f),
             Error::Buffer(e) => write!(f, "disk buffer: {e}"),
             Error::Collector(e) => write!(f, "collection thread: {e}"),
+            Error::Fatal(e) => f.write_str(e),
         }
     }
 }
@@ -157,7 +166,7 @@ impl std::error::Error for Error {
             Error::Config(e) => Some(e),
             Error::State(e) => Some(e),
             Error::Buffer(e) => Some(e),
-            Error::Collector(_) => None,
+            Error::Collector(_) | Error::Fatal(_) => None,
         }
     }
 }
