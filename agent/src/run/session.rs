@@ -176,6 +176,12 @@ impl Agent {
         let mut down_since = Instant::now();
         let mut sessions = 0u64;
         loop {
+            // A disk that failed for an unknown reason and could not be reopened: one line
+            // naming the buffer and exit 1, rather than running on without a disk forever.
+            if let Some(why) = self.queue.fatal() {
+                return Err(Error::Fatal(why));
+            }
+            self.last_inflight.clear();
             let delay = match self.session(shutdown, &mut sessions).await? {
                 Outcome::Shutdown => return Ok(Exit::Stopped),
                 Outcome::Lost { established, why } => {
