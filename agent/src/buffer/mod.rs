@@ -12,7 +12,14 @@
 //!                 "batches"  key = seq as 8 big-endian bytes (so key order = seq order),
 //!                            value = the encoded Batch, exactly as `append`'s closure returned it
 //!                 "meta"     key "next_seq" = the next seq to assign, 8 big-endian bytes
+//!                 "pending"  (added in release 0.2; created empty in an older buffer at its first
+//!                            open) key = 8 big-endian bytes, in collection order, value = one
+//!                            collected snapshot not yet in a batch (encoded by the caller)
 //! ```
+//!
+//! A snapshot is stored in `pending` when it is collected ([`Buffer::add_pending`]); at each push
+//! [`Buffer::seal`] turns the pending snapshots into batches and deletes them from `pending` in one
+//! atomic write, so a kill between two pushes loses nothing and a snapshot is never in two batches.
 //!
 //! `meta/next_seq` is written when the buffer is created and in the same atomic fjall write batch as
 //! every deletion (ack or drop-oldest), so after any crash `max(meta/next_seq, last key + 1)` is at
@@ -64,10 +71,16 @@
 //! `examples/buffer_rss.rs` measures the resulting RSS, `examples/buffer_bench.rs` the throughput and
 //! the bytes written to disk.
 //!
+//! A full disk (ENOSPC, EDQUOT) or a read-only one (EROFS, EACCES, EPERM) met while opening is never
+//! a reason to move a buffer aside: the open fails with that error ([`BufferError::fault`]) and the
+//! caller retries later. `OPENING` is replaced by rename, and an unparsable count reads as 0, so a
+//! write cut by a full disk never reads as crashed opens.
+//!
 //! # Errors
 //!
-//! After a failed write fjall refuses every later one ([`BufferError::is_fatal`]); the agent should
-//! then exit and let its supervisor restart it, which reopens (and, if need be, moves aside) the buffer.
+//! After a failed write fjall refuses every later one ([`BufferError::is_fatal`]). The agent's store
+//! thread (`run::queue`) then keeps batches in memory, drops this `Buffer` and reopens the directory
+//! until the disk takes writes again.
 
 mod error;
 mod store;

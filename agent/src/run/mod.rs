@@ -6,14 +6,18 @@
 //! - [`config`]: the agent's JSON config file (server, data_dir, token, region, zone, hostname).
 //! - [`state`]: identity and last Config kept in `data_dir`, written atomically.
 //! - [`transport`]: resolve, TCP connect, websocket handshake, with timeouts and size limits.
-//! - [`schedule`]: the collection thread: per-kind periods, one Batch per push interval.
+//! - [`schedule`]: the collection thread: per-kind periods, a push request per push interval.
+//! - [`queue`]: the store thread (snapshots to disk at collection, batches at each push, fsync),
+//!   the memory queue used while the disk refuses writes, dead letters.
+//! - [`clock`]: wall clock (with its test-only offset), boottime, boot id, random numbers.
 //! - [`session`]: the state machine: Hello, Welcome or Reject, send window, acks, keepalive,
 //!   reconnect with [`backoff`], give-up, shutdown.
 //! - [`signals`]: SIGTERM/SIGINT turned into the shutdown channel.
 //!
 //! Threads: the caller's thread runs the session on `smol::block_on`; one dedicated thread runs
-//! the collectors and appends to the buffer, so collection never waits on the network; buffer
-//! calls from the session go through `smol::unblock`.
+//! the collectors, so collection never waits on the network; another (the store thread) does
+//! every buffer write and fsync, so collection never waits on the disk either; queue calls from
+//! the session go through `smol::unblock`.
 
 pub mod backoff;
 pub mod clock;
