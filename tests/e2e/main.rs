@@ -7,6 +7,7 @@
 //! (`AUTOFACT_KEEP_TMP=1` keeps the dirs with every process's output for a post-mortem).
 //! Without `influxd` the tests fail, unless `AUTOFACT_SKIP_INFLUX=1` (then they print SKIPPED).
 
+mod agent_faults;
 mod bad_input;
 mod faults;
 mod happy;
