@@ -90,7 +90,12 @@ impl Drop for Guard {
 }
 
 fn spawn_agent(config_file: &Path) -> Child {
+    spawn_agent_with_clock(config_file, 0)
+}
+
+fn spawn_agent_with_clock(config_file: &Path, offset_ns: i64) -> Child {
     Command::new(env!("CARGO_BIN_EXE_autofact"))
+        .env("AUTOFACT_TEST_CLOCK_OFFSET_NS", offset_ns.to_string())
         .args(["run", "--config"])
         .arg(config_file)
         .stdin(Stdio::null())
@@ -613,4 +618,56 @@ fn a_copied_data_dir_is_a_new_installation_and_takes_the_new_identity() {
         1,
         "one line about the new identity: {b_lines:?}"
     );
+}
+
+/// Issue 15 (3): a board without a real-time clock moves its buffer aside before NTP ran, so the
+/// new buffer's seqs start far below what the factory acknowledged. The new run's epoch tells
+/// them apart (the factory dedups on (epoch, seq)); the wall clock is set low through the
+/// agent's test seam.
+#[test]
+fn a_new_buffer_made_with_the_clock_low_has_its_own_epoch() {
+    let f = factory(config(1000, 2_000), Refuse::Nothing);
+    let dir = TempDir::new("clocklow");
+    let data = dir.0.join("data");
+    let file = write_agent_config(&dir.0, f.addr, &data);
+    let mut first = Guard(Some(spawn_agent(&file)));
+    wait_for("batches of the first run", Duration::from_secs(30), || {
+        f.record().batches.len() >= 2
+    });
+    if let Some(c) = first.0.as_mut() {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+    let (first_epoch, first_max) = {
+        let r = f.record();
+        (
+            r.hellos[0].epoch,
+            r.batches.iter().map(|b| b.seq).max().unwrap_or(0),
+        )
+    };
+    std::fs::rename(data.join("buffer"), data.join("buffer.aside"))
+        .unwrap_or_else(|e| panic!("move the buffer aside: {e}"));
+    let year = 365 * 24 * 3600 * S;
+    let n = f.record().batches.len();
+    let _second = Guard(Some(spawn_agent_with_clock(&file, -year)));
+    wait_for("batches of the second run", Duration::from_secs(30), || {
+        f.record().batches.len() >= n + 2
+    });
+    let r = f.record();
+    let hello = r.hellos.last().cloned().unwrap_or_default();
+    assert_ne!(hello.epoch, first_epoch);
+    assert!(
+        hello.agent_clock_ns < now_ns() - year / 2,
+        "the seam sets the clock low"
+    );
+    let later: Vec<_> = r.batches[n..].iter().collect();
+    assert!(later.iter().all(|b| b.epoch == hello.epoch));
+    assert!(
+        later.iter().all(|b| b.seq < first_max),
+        "the new buffer's seqs start below the old ones: only the epoch tells them apart"
+    );
+    assert!(later
+        .iter()
+        .flat_map(|b| &b.snapshots)
+        .all(|s| s.time_ns < now_ns() - year / 2));
 }

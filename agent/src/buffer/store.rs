@@ -6,7 +6,6 @@ use std::io::{self, Write};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use fjall::config::{BlockSizePolicy, FilterPolicy, FilterPolicyEntry, PinningPolicy};
 use fjall::{Database, KeyspaceCreateOptions};
@@ -63,12 +62,10 @@ pub(super) fn decode_seq(k: &[u8]) -> Option<u64> {
 }
 
 fn unix_now() -> std::time::Duration {
-    // A clock before 1970 only changes the start seq of a fresh buffer; 0 is a fine fallback.
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
+    // The agent's wall clock (with its test-only offset, see `crate::clock`): a fresh buffer's
+    // seqs start at it. A clock before 1970 only changes that start; 0 is a fine fallback.
+    std::time::Duration::from_nanos(u64::try_from(crate::clock::now_ns()).unwrap_or(0))
 }
-
 fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> BufferError + 'a {
     move |source| BufferError::Io {
         op,

@@ -9,7 +9,6 @@
 //! - [`schedule`]: the collection thread: per-kind periods, a push request per push interval.
 //! - [`queue`]: the store thread (snapshots to disk at collection, batches at each push, fsync),
 //!   the memory queue used while the disk refuses writes, dead letters.
-//! - [`clock`]: wall clock (with its test-only offset), boottime, boot id, random numbers.
 //! - [`session`]: the state machine: Hello, Welcome or Reject, send window, acks, keepalive,
 //!   reconnect with [`backoff`], give-up, shutdown.
 //! - [`signals`]: SIGTERM/SIGINT turned into the shutdown channel.
@@ -20,7 +19,6 @@
 //! the session go through `smol::unblock`.
 
 pub mod backoff;
-pub mod clock;
 pub mod config;
 pub mod queue;
 pub mod schedule;

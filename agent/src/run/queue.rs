@@ -18,9 +18,9 @@
 //! reopened buffer is moved past them), and every batch carries this run's random epoch, so an
 //! (epoch, seq) pair is never reused for other facts.
 
-use super::clock;
 use super::Log;
 use crate::buffer::{Buffer, BufferError, DiskFault};
+use crate::clock;
 use autofact_fbs::{Batch, BufferState, Message, Snapshot};
 use std::collections::BTreeMap;
 use std::io::Write;

@@ -9,10 +9,10 @@
 //! scheduled instant; a round that is late by a whole period or more (suspend, overload) skips
 //! to the latest instant instead of catching up with a burst.
 
-use super::clock;
 use super::queue::{self, Item, Queue, Spool, StoreTiming};
 use super::state::StateDir;
 use super::Log;
+use crate::clock;
 use autofact_fbs::{Config, Health, Periods, Snapshot};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;

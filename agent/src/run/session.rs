@@ -8,12 +8,12 @@
 //! lost. Between sessions: exponential backoff with jitter, until the Config's give-up time.
 
 use super::backoff::Backoff;
-use super::clock;
 use super::queue::Queue;
 use super::schedule::{Collect, Parts, Scheduler, Shared};
 use super::state::{Identity, StateDir};
 use super::transport::{self, Limits, Ws};
 use super::{Error, Exit, Log, Settings, Shutdown};
+use crate::clock;
 use async_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use async_tungstenite::tungstenite::protocol::CloseFrame;
 use async_tungstenite::tungstenite::Message as Frame;
@@ -192,7 +192,7 @@ impl Agent {
                     }
                     backoff.next_delay()
                 }
-                Outcome::Rejected(r) => self.rejected(&r, &mut backoff)?,
+                Outcome::Rejected(r) => self.rejected(&r, &mut backoff).await?,
             };
             let give_up = self
                 .config
@@ -222,7 +222,7 @@ impl Agent {
 
     /// Reports a refusal once, clearly, and picks how long to wait: a refusal that will repeat
     /// (bad token or secret, version) waits the longest delay so the agent does not hammer.
-    fn rejected(&mut self, r: &Reject, backoff: &mut Backoff) -> Result<Duration, Error> {
+    async fn rejected(&mut self, r: &Reject, backoff: &mut Backoff) -> Result<Duration, Error> {
         let server = &self.settings.config.server;
         let what = match r.code {
             RejectCode::BadToken => "bad enrollment token (check `token` in the config file)",
@@ -250,7 +250,7 @@ impl Agent {
                 // Refused again with one batch in flight: that batch is the poison.
                 (true, &[seq]) => {
                     let q = self.queue.clone();
-                    smol::block_on(smol::unblock(move || q.dead_letter(seq)));
+                    smol::unblock(move || q.dead_letter(seq)).await;
                     self.probe = false;
                 }
                 _ => self.probe = true,

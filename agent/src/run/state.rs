@@ -146,8 +146,8 @@ impl StateDir {
             _ => {
                 let fresh = format!(
                     "{:016x}{:016x}",
-                    super::clock::random_u64(),
-                    super::clock::random_u64()
+                    crate::clock::random_u64(),
+                    crate::clock::random_u64()
                 );
                 match write_atomic(&path, format!("{fresh}\n").as_bytes(), 0o600) {
                     Ok(()) => fresh,
