@@ -343,6 +343,8 @@ pub struct AgentSpec {
     pub region: String,
     /// `zone` tag (may be empty).
     pub zone: String,
+    /// Extra environment of the agent process (its test-only seams, e.g. a slow fsync).
+    pub env: Vec<(String, String)>,
 }
 
 impl AgentSpec {
@@ -352,6 +354,7 @@ impl AgentSpec {
             hostname: hostname.into(),
             region: region.into(),
             zone: String::new(),
+            env: Vec::new(),
         }
     }
 }
@@ -362,6 +365,7 @@ pub struct Agent {
     dir: PathBuf,
     name: String,
     config: PathBuf,
+    env: Vec<(String, String)>,
     proc: Option<Proc>,
 }
 
@@ -385,6 +389,7 @@ impl Agent {
             dir: dir.to_path_buf(),
             name,
             config,
+            env: spec.env.clone(),
             proc: None,
         };
         a.start();
@@ -398,6 +403,7 @@ impl Agent {
         }
         let mut cmd = Command::new(&bins().agent);
         cmd.arg("run").arg("--config").arg(&self.config);
+        cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
         match Proc::spawn(&self.name, cmd, &self.dir) {
             Ok(p) => self.proc = Some(p),
             Err(e) => panic!("spawning {}: {e}", bins().agent.display()),

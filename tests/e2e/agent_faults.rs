@@ -1,6 +1,7 @@
 //! Issue 13 end to end, with a user's settings (collect every 1 s, push every 10 s): a `kill -9`
-//! halfway between two pushes loses only the time the agent was down, and a data dir on a disk
-//! that fills and empties (a small tmpfs, mounted here: root, as in CI) loses nothing, shows the
+//! halfway between two pushes loses only the time the agent was down, a disk whose fsync takes
+//! 800 ms (the agent's test seam `AUTOFACT_TEST_SLOW_FSYNC_MS`) skips no collection, and a data
+//! dir on a disk that fills and empties (a small tmpfs, mounted here: root, as in CI) loses nothing, shows the
 //! fault in the `autofact` measurement, and goes back to disk without a restart.
 
 use crate::{secs, Site};
@@ -46,6 +47,21 @@ fn kill_9_halfway_between_pushes_loses_only_the_time_down() {
     let allowed = (killed_at - secs(1.5), back_at + secs(2.0));
     let until = back_at + secs(12.0);
     site.assert_nothing_lost(host, start + secs(12.0), until, &[allowed], WAIT);
+}
+
+#[test]
+fn a_slow_disk_never_delays_collection() {
+    let Some(mut site) = Site::new("agent-slow-disk", &user_settings()) else {
+        return;
+    };
+    let host = "e2e-slow-disk";
+    let start = now_ns();
+    let mut spec = AgentSpec::new(host, "eu");
+    // Every fsync of the buffer takes 800 ms more: a cheap SD card under load.
+    spec.env = vec![("AUTOFACT_TEST_SLOW_FSYNC_MS".into(), "800".into())];
+    site.agent(&spec);
+    let until = now_ns() + secs(30.0);
+    site.assert_nothing_lost(host, start + secs(12.0), until, &[], WAIT);
 }
 
 /// A tmpfs mounted for one test; unmounted (lazily if busy) on drop, also when the test fails.

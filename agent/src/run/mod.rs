@@ -58,9 +58,18 @@ pub struct Settings {
 impl Settings {
     /// Settings with production timings, logging to stderr.
     pub fn new(config: AgentConfig) -> Settings {
+        let mut timing = Timing::default();
+        // Test only, never set in production: every fsync of the buffer takes this many ms
+        // more, so the end-to-end tests can play a slow SD card with the real binary.
+        if let Some(ms) = std::env::var("AUTOFACT_TEST_SLOW_FSYNC_MS")
+            .ok()
+            .and_then(|v| v.trim().parse::<u64>().ok())
+        {
+            timing.slow_disk = Duration::from_millis(ms);
+        }
         Settings {
             config,
-            timing: Timing::default(),
+            timing,
             log: Log::stderr(),
             proc_root: PathBuf::from("/proc"),
             sys_root: PathBuf::from("/sys"),
