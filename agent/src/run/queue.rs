@@ -336,10 +336,9 @@ impl Queue {
     }
 
     /// Adds memory batches, dropping the oldest past the memory bound.
-    fn push_mem(&self, batches: Vec<(Vec<u8>, u64)>) {
+    fn push_mem(&self, batches: Vec<(u64, Vec<u8>, u64)>) {
         let mut mem = lock(&self.mem);
-        for (b, n) in batches {
-            let seq = self.mem_next.fetch_add(1, Ordering::Relaxed);
+        for (seq, b, n) in batches {
             mem.bytes += b.len() as u64;
             mem.batches.insert(seq, (b, n));
         }
@@ -502,10 +501,21 @@ impl Store {
     }
 
     /// The disk refused a write: memory from now on, and the next reopen one [`RETRY`] later
-    /// (an immediate reopen would flap between disk and memory on every write).
-    fn fail(&mut self, e: &BufferError) {
+    /// (an immediate reopen would flap between disk and memory on every write). Snapshots
+    /// pending on disk stay there (they are sealed when the disk is back) and a copy goes out
+    /// from memory now, so a disk that never comes back hides nothing: sent twice at worst,
+    /// which writes the same points again.
+    fn fail(&mut self, e: &BufferError, b: &Buffer) {
         self.queue.to_memory(e);
         self.last_retry = Instant::now();
+        if self.disk_pending.take().is_some() {
+            if let Ok(p) = b.pending() {
+                let mut snaps: Vec<Snapshot> =
+                    p.iter().flat_map(|(_, v)| decode_snaps(v)).collect();
+                snaps.append(&mut self.mem_pending);
+                self.mem_pending = snaps;
+            }
+        }
     }
 
     fn slow(&self) {
@@ -532,7 +542,7 @@ impl Store {
         match b.add_pending(&bytes) {
             Ok(k) => self.disk_pending = Some(k),
             Err(e) => {
-                self.fail(&e);
+                self.fail(&e, &b);
                 self.mem_pending.push(s);
             }
         }
@@ -614,30 +624,19 @@ impl Store {
                         self.disk_pending = None;
                         self.queue.refresh(&b);
                     }
-                    Err(e) => {
-                        self.fail(&e);
-                        // What is pending on disk stays there and is sealed when it is back;
-                        // a copy goes out from memory now (sent twice at worst, harmless).
-                        if let Ok(p) = b.pending() {
-                            let mut snaps: Vec<Snapshot> =
-                                p.iter().flat_map(|(_, v)| decode_snaps(v)).collect();
-                            snaps.append(&mut self.mem_pending);
-                            self.mem_pending = snaps;
-                        }
-                    }
+                    Err(e) => self.fail(&e, &b),
                 }
             }
         }
         if !self.mem_pending.is_empty() {
             let snaps = std::mem::take(&mut self.mem_pending);
             let groups = self.groups(snaps);
-            let first = self.queue.mem_next.load(Ordering::Relaxed);
             let batches = groups
                 .into_iter()
-                .enumerate()
-                .map(|(i, g)| {
+                .map(|g| {
                     let n = g.len() as u64;
-                    (self.encode(first + i as u64, g), n)
+                    let seq = self.queue.mem_next.fetch_add(1, Ordering::Relaxed);
+                    (seq, self.encode(seq, g), n)
                 })
                 .collect();
             self.queue.push_mem(batches);
@@ -672,7 +671,7 @@ impl Store {
             Ok(()) => {
                 self.queue.durable_next.fetch_max(next, Ordering::AcqRel);
             }
-            Err(e) => self.fail(&e),
+            Err(e) => self.fail(&e, &b),
         }
     }
 
