@@ -78,14 +78,14 @@ pub fn random_u64() -> u64 {
     }
 }
 
-/// What identifies this machine (not the installation): `/etc/machine-id`, the board serial
-/// from `/proc/cpuinfo` (Raspberry Pi), and the DMI product UUID when readable.
+/// What identifies this machine (not the installation): `/etc/machine-id` and the board serial
+/// from `/proc/cpuinfo` (Raspberry Pi). Both are world-readable. The DMI product UUID is left
+/// out on purpose: only root can read it, so the same agent started once as root and once as
+/// its service user would look like two installations (and be enrolled as a clone).
 pub fn machine_ids(proc_root: &std::path::Path) -> Vec<String> {
     let mut ids = Vec::new();
-    for p in ["/etc/machine-id", "/sys/class/dmi/id/product_uuid"] {
-        if let Ok(t) = std::fs::read_to_string(p) {
-            ids.push(t.trim().to_string());
-        }
+    if let Ok(t) = std::fs::read_to_string("/etc/machine-id") {
+        ids.push(t.trim().to_string());
     }
     if let Ok(t) = std::fs::read_to_string(proc_root.join("cpuinfo")) {
         if let Some(serial) = t

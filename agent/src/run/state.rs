@@ -136,7 +136,7 @@ impl StateDir {
     /// This installation: a value that stays the same across restarts and for a backup restored
     /// in place, and differs when the whole data dir is copied to another board (cloned SD card)
     /// or another path. It hashes a random nonce kept in `data_dir/installation` (made at the
-    /// first start) with the machine's identifiers (`machine_ids`, e.g. `/etc/machine-id`, the
+    /// first start) with the machine's identifiers (`machine_ids`: `/etc/machine-id`, the
     /// Pi's serial) and the data dir's canonical path. On a disk that refuses the nonce file the
     /// nonce is empty, which still tells machines and paths apart.
     pub fn installation(&self, machine_ids: &[String]) -> String {
@@ -415,6 +415,26 @@ mod tests {
             assert!(!dir.join(file).exists(), "{file} moved aside");
         }
         let _ = fs::remove_dir_all(&dir);
+        Ok(())
+    }
+
+    #[test]
+    fn installation_is_stable_and_tells_copies_apart() -> Result<(), StateError> {
+        let dir = tmp("inst");
+        let s = StateDir::open(&dir)?;
+        let here = vec!["machine-a".to_string()];
+        let first = s.installation(&here);
+        assert_eq!(first.len(), 32);
+        assert_eq!(s.installation(&here), first, "same across restarts");
+        // The same data dir (nonce file included) on another board, or at another path.
+        assert_ne!(s.installation(&["machine-b".to_string()]), first);
+        let copy = tmp("inst-copy");
+        let c = StateDir::open(&copy)?;
+        fs::copy(dir.join("installation"), copy.join("installation"))
+            .map_err(err(&copy, "copy"))?;
+        assert_ne!(c.installation(&here), first);
+        let _ = fs::remove_dir_all(&dir);
+        let _ = fs::remove_dir_all(&copy);
         Ok(())
     }
 
