@@ -2,7 +2,7 @@
 //! oldest batches go, every dropped snapshot is counted, and seqs and order are kept.
 
 use autofact::run::queue::{spawn_store, Item, Queue, StoreTiming, MEMORY_CAP_BYTES};
-use autofact::run::Log;
+use autofact::run::{Log, StateDir};
 use autofact_fbs::{BufferState, Message, Net, Snapshot};
 use std::path::Path;
 use std::sync::Arc;
@@ -39,8 +39,9 @@ fn the_memory_queue_is_bounded_and_counts_what_it_drops() {
         flush_every: Duration::from_secs(1),
         slow_disk: Duration::ZERO,
     };
+    let state = StateDir::open(&data).unwrap_or_else(|e| panic!("{e}"));
     let (spool, store) =
-        spawn_store(q.clone(), timing, tx, (0, 1 << 30)).unwrap_or_else(|e| panic!("{e}"));
+        spawn_store(q.clone(), timing, tx, (0, 1 << 30), state).unwrap_or_else(|e| panic!("{e}"));
     let n = 120;
     for i in 0..n {
         spool.send_wait(Item::Snap(Box::new(big(i))));

@@ -18,6 +18,7 @@
 //! reopened buffer is moved past them), and every batch carries this run's random epoch, so an
 //! (epoch, seq) pair is never reused for other facts.
 
+use super::state::StateDir;
 use super::Log;
 use crate::buffer::{Buffer, BufferError, DiskFault};
 use crate::clock;
@@ -360,6 +361,8 @@ pub enum Item {
     Seal,
     /// The factory's limits changed: message size (0 = not said) and buffer cap.
     Limits(u32, u64),
+    /// A new Config to keep in `data_dir/config.json` for the next start.
+    SaveConfig(Box<autofact_fbs::Config>),
     /// Gather, flush and end.
     Stop,
 }
@@ -400,6 +403,7 @@ pub fn spawn_store(
     timing: StoreTiming,
     notify: smol::channel::Sender<()>,
     limits: (u32, u64),
+    state: StateDir,
 ) -> std::io::Result<(Spool, std::thread::JoinHandle<()>)> {
     let (tx, rx) = mpsc::sync_channel(SPOOL);
     let spool = Spool {
@@ -417,6 +421,7 @@ pub fn spawn_store(
         last_flush: Instant::now(),
         last_retry: Instant::now(),
         failed_reopens: 0,
+        state,
     };
     let handle = std::thread::Builder::new()
         .name("autofact-store".into())
@@ -437,6 +442,7 @@ struct Store {
     last_flush: Instant,
     last_retry: Instant,
     failed_reopens: u32,
+    state: StateDir,
 }
 
 fn one_snapshot(s: Snapshot) -> Vec<u8> {
@@ -489,6 +495,13 @@ impl Store {
                 self.cap = cap;
                 if let Some(b) = self.queue.disk() {
                     b.set_cap(cap);
+                }
+            }
+            Item::SaveConfig(c) => {
+                if let Err(e) = self.state.save_config(&c) {
+                    self.queue
+                        .log
+                        .line(format_args!("{e} (the Config is applied anyway)"));
                 }
             }
             Item::Stop => {

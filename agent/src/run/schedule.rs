@@ -139,6 +139,7 @@ impl Scheduler {
             },
             parts.notify.clone(),
             limits,
+            parts.state.clone(),
         )?;
         let thread = std::thread::Builder::new()
             .name("autofact-collect".into())
@@ -265,11 +266,10 @@ impl Worker {
             match rx.recv_timeout(wait) {
                 Ok(Cmd::Config(c)) => {
                     if self.config != Some(c) {
-                        if let Err(e) = self.parts.state.save_config(&c) {
-                            self.parts
-                                .log
-                                .line(format_args!("{e} (the Config is applied anyway)"));
-                        }
+                        // Persisted by the store thread: an fsync never delays collection (and
+                        // a store thread stuck that long misses it; the factory sends it again
+                        // at every connection).
+                        self.spool.send(Item::SaveConfig(Box::new(c)));
                         self.reschedule(c, now_ms());
                     }
                     continue;
