@@ -606,6 +606,20 @@ fn a_copied_data_dir_is_a_new_installation_and_takes_the_new_identity() {
     let b_lines = b.drain_lines();
     assert_eq!(a.stop(), Ok(Exit::Stopped));
     assert_eq!(b.stop(), Ok(Exit::Stopped), "{b_lines:?}");
+    {
+        let r = f.record();
+        let clone_id = r
+            .welcomes
+            .iter()
+            .find(|w| w.client_id.contains("c10e"))
+            .map(|w| w.client_id.clone())
+            .unwrap_or_default();
+        let under_clone = r.batch_clients.iter().filter(|c| **c == clone_id).count();
+        assert!(
+            under_clone > 0,
+            "the clone's batches go out under its new id"
+        );
+    }
     let stored = std::fs::read_to_string(b_dir.join("identity.json")).unwrap_or_default();
     assert!(
         stored.contains("c10e"),

@@ -61,6 +61,8 @@ pub struct Record {
     pub installations: HashMap<String, String>,
     /// The seq refused by `Refuse::FirstBatch`.
     pub refused_seq: Option<u64>,
+    /// For each entry of `batches`, the client id its connection was welcomed as.
+    pub batch_clients: Vec<String>,
 }
 
 impl Record {
@@ -317,6 +319,10 @@ async fn connection(
         let _ = ws.close(None).await;
         return;
     }
+    let client = match &answer {
+        Message::Welcome(w) => w.client_id.clone(),
+        _ => String::new(),
+    };
     loop {
         enum Ev {
             Frame(Option<Result<Frame, async_tungstenite::tungstenite::Error>>),
@@ -371,6 +377,7 @@ async fn connection(
                 {
                     let mut r = lock(&record);
                     r.batches.push(batch);
+                    r.batch_clients.push(client.clone());
                     r.acked = Some(r.acked.map_or(seq, |a| a.max(seq)));
                 }
                 if !send(
