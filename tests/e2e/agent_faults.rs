@@ -1,8 +1,9 @@
 //! Issue 13 end to end, with a user's settings (collect every 1 s, push every 10 s): a `kill -9`
 //! halfway between two pushes loses only the time the agent was down, a disk whose fsync takes
 //! 800 ms (the agent's test seam `AUTOFACT_TEST_SLOW_FSYNC_MS`) skips no collection, and a data
-//! dir on a disk that fills and empties (a small tmpfs, mounted here: root, as in CI) loses nothing, shows the
-//! fault in the `autofact` measurement, and goes back to disk without a restart.
+//! dir on a disk that fills and empties, or that is read-only when the agent starts (a small
+//! tmpfs, mounted here: root, as in CI), loses nothing, shows the fault in the `autofact`
+//! measurement, and goes back to disk without a restart.
 
 use crate::{secs, Site};
 use autofact_tests::harness::{last_health, max_health, now_ns, AgentSpec, FactorySpec};
@@ -68,6 +69,20 @@ fn a_slow_disk_never_delays_collection() {
 struct Mount(PathBuf);
 
 impl Mount {
+    fn remount(&self, opt: &str) {
+        let out = Command::new("mount")
+            .args(["-o", &format!("remount,{opt}")])
+            .arg(&self.0)
+            .output()
+            .unwrap_or_else(|e| panic!("mount: {e}"));
+        assert!(
+            out.status.success(),
+            "remount {opt} {}: {}",
+            self.0.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     fn tmpfs(at: &Path, size: &str) -> Mount {
         std::fs::create_dir_all(at).unwrap_or_else(|e| panic!("{}: {e}", at.display()));
         let out = Command::new("mount")
@@ -133,5 +148,42 @@ fn a_data_dir_on_a_disk_that_fills_and_empties_loses_nothing() {
     assert_eq!(last, Some(0), "back to disk\n{}", site.outputs());
     assert_eq!(site.agents[0].exited(), None, "{}", site.outputs());
     site.agents[0].kill();
+    drop(mount);
+}
+
+/// A worn SD card is usually found read-only at boot: the agent is killed, its disk turns
+/// read-only (a remount with files open for writing is refused, so it turns while the agent is
+/// down), the agent starts on it, and the disk is made writable again 15 s later.
+#[test]
+fn an_agent_started_on_a_read_only_disk_runs_and_goes_back_to_disk() {
+    let Some(mut site) = Site::new("agent-read-only", &user_settings()) else {
+        return;
+    };
+    let host = "e2e-read-only";
+    let mount = Mount::tmpfs(&site.dir.path().join(format!("{host}-data")), "8m");
+    let start = now_ns();
+    let i = site.agent(&AgentSpec::new(host, "eu"));
+    sleep_until_after_boundary(secs(10.0), secs(2.0));
+    let killed_at = now_ns();
+    site.agents[i].kill();
+    mount.remount("ro");
+    site.agents[i].start();
+    let back_at = now_ns();
+    std::thread::sleep(Duration::from_secs(15));
+    assert_eq!(site.agents[i].exited(), None, "{}", site.outputs());
+    mount.remount("rw");
+    let until = now_ns() + secs(15.0);
+    let allowed = (killed_at - secs(1.5), back_at + secs(2.0));
+    site.assert_nothing_lost(host, start + secs(12.0), until, &[allowed], WAIT);
+    let worst = max_health(&site.influx, host, "buffer_state").unwrap_or(0);
+    assert_eq!(
+        worst,
+        2,
+        "buffer_state read_only reported\n{}",
+        site.outputs()
+    );
+    let last = last_health(&site.influx, host, "buffer_state");
+    assert_eq!(last, Some(0), "back to disk\n{}", site.outputs());
+    site.agents[i].kill();
     drop(mount);
 }
