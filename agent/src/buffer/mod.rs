@@ -12,13 +12,15 @@
 //!                 "batches"  key = seq as 8 big-endian bytes (so key order = seq order),
 //!                            value = the encoded Batch, exactly as `append`'s closure returned it
 //!                 "meta"     key "next_seq" = the next seq to assign, 8 big-endian bytes
-//!                 "pending"  (added in release 0.2; created empty in an older buffer at its first
-//!                            open) key = 8 big-endian bytes, in collection order, value = one
-//!                            collected snapshot not yet in a batch (encoded by the caller)
+//!                            key "p" + 8 big-endian bytes (added in release 0.2) = one
+//!                            collected snapshot not yet in a batch (encoded by the caller), in
+//!                            collection order. In "meta" rather than a keyspace of their own:
+//!                            creating a keyspace costs a new buffer about 20 fsyncs, and an older
+//!                            release, which only reads "next_seq", ignores these keys.
 //! ```
 //!
-//! A snapshot is stored in `pending` when it is collected ([`Buffer::add_pending`]); at each push
-//! [`Buffer::seal`] turns the pending snapshots into batches and deletes them from `pending` in one
+//! A snapshot is stored as pending when it is collected ([`Buffer::add_pending`]); at each push
+//! [`Buffer::seal`] turns the pending snapshots into batches and deletes them from "meta" in one
 //! atomic write, so a kill between two pushes loses nothing and a snapshot is never in two batches.
 //!
 //! `meta/next_seq` is written when the buffer is created and in the same atomic fjall write batch as
@@ -143,8 +145,6 @@ pub struct Buffer {
     db: Database,
     batches: Keyspace,
     meta: Keyspace,
-    /// Snapshots collected and not yet gathered into a batch (see `add_pending`).
-    pending: Keyspace,
     state: Mutex<State>,
     /// Held for the life of the buffer; declared last so it is released after fjall has closed.
     _lock: nix::fcntl::Flock<std::fs::File>,
@@ -167,6 +167,14 @@ const _: () = {
 
 fn key(seq: u64) -> [u8; 8] {
     seq.to_be_bytes()
+}
+
+/// The meta key of pending snapshot `k`.
+fn pending_key(k: u64) -> [u8; 9] {
+    let mut out = [0u8; 9];
+    out[0] = store::PENDING_PREFIX;
+    out[1..].copy_from_slice(&k.to_be_bytes());
+    out
 }
 
 impl Buffer {
@@ -214,6 +222,13 @@ impl Buffer {
         })
     }
 
+    fn decode_pending_key(&self, k: &[u8]) -> Result<u64, BufferError> {
+        store::decode_pending(k).ok_or_else(|| BufferError::Corrupt {
+            path: self.dir.clone(),
+            what: format!("a pending key is {} bytes long, not 9", k.len()),
+        })
+    }
+
     /// Assigns the next seq, stores `encode(seq)` under it, returns the seq. Drops the oldest batches
     /// when the stored bytes would pass the cap; the new batch itself is always kept.
     pub fn append(&self, encode: impl FnOnce(u64) -> Vec<u8>) -> Result<u64, BufferError> {
@@ -228,8 +243,8 @@ impl Buffer {
         self.backpressure();
         let mut st = self.lock();
         let k = st.pending_next;
-        self.pending
-            .insert(key(k), bytes)
+        self.meta
+            .insert(pending_key(k), bytes)
             .map_err(self.store_err("store collected snapshot"))?;
         st.pending_next = k + 1;
         st.dirty = true;
@@ -239,9 +254,9 @@ impl Buffer {
     /// The pending snapshots, oldest first, with their keys.
     pub fn pending(&self) -> Result<Vec<(u64, Vec<u8>)>, BufferError> {
         let mut out = Vec::new();
-        for item in self.pending.iter() {
+        for item in self.meta.prefix([store::PENDING_PREFIX]) {
             let (k, v) = item.into_inner().map_err(self.store_err("read pending"))?;
-            out.push((self.decode_key(&k)?, v.to_vec()));
+            out.push((self.decode_pending_key(&k)?, v.to_vec()));
         }
         Ok(out)
     }
@@ -281,9 +296,9 @@ impl Buffer {
         }
         let mut gathered = Vec::new();
         if let Some(upto) = upto {
-            for item in self.pending.range(..=key(upto)) {
+            for item in self.meta.range(pending_key(0)..=pending_key(upto)) {
                 let k = item.key().map_err(self.store_err("scan pending"))?;
-                gathered.push(self.decode_key(&k)?);
+                gathered.push(self.decode_pending_key(&k)?);
             }
         }
 
@@ -296,7 +311,7 @@ impl Buffer {
             wb.remove(&self.batches, key(*v));
         }
         for g in &gathered {
-            wb.remove(&self.pending, key(*g));
+            wb.remove(&self.meta, pending_key(*g));
         }
         wb.commit().map_err(self.store_err("append batch"))?;
 

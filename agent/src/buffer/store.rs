@@ -23,8 +23,8 @@ const LOCK_FILE: &str = "LOCK";
 const DB_DIR: &str = "db";
 const BATCHES: &str = "batches";
 const META: &str = "meta";
-/// Added in release 0.2; an older buffer gets it (empty) at its first open by this release.
-const PENDING: &str = "pending";
+/// The first byte of a pending snapshot's key in "meta" (release 0.2; see the module doc).
+pub(super) const PENDING_PREFIX: u8 = b'p';
 pub(super) const NEXT_SEQ: &[u8] = b"next_seq";
 
 /// After this many opens that started and never finished (each one killed or aborted during recovery),
@@ -55,6 +55,13 @@ const MAX_CACHED_FILES: usize = 10;
 enum Failure {
     Corrupt(String),
     Fatal(BufferError),
+}
+
+pub(super) fn decode_pending(k: &[u8]) -> Option<u64> {
+    match k.split_first() {
+        Some((&PENDING_PREFIX, rest)) => decode_seq(rest),
+        _ => None,
+    }
 }
 
 pub(super) fn decode_seq(k: &[u8]) -> Option<u64> {
@@ -294,18 +301,15 @@ fn try_open(dir: &Path, cap: u64) -> Result<Buffer, Failure> {
         let meta = db
             .keyspace(META, meta_options)
             .map_err(store("open meta"))?;
-        let pending = db
-            .keyspace(PENDING, meta_options)
-            .map_err(store("open pending"))?;
         let (mut state, saved_next) = recover(&batches, &meta, cap)?;
-        state.pending_next = match pending.last_key_value() {
+        state.pending_next = match meta.prefix([PENDING_PREFIX]).next_back() {
             Some(kv) => {
                 let k = kv.key().map_err(store("read pending"))?;
-                decode_seq(&k).map_or(0, |k| k + 1)
+                decode_pending(&k).map_or(0, |k| k + 1)
             }
             None => 0,
         };
-        Ok((db, batches, meta, pending, state, saved_next))
+        Ok((db, batches, meta, state, saved_next))
     }))
     .map_err(|panic| {
         let msg = panic
@@ -315,14 +319,13 @@ fn try_open(dir: &Path, cap: u64) -> Result<Buffer, Failure> {
             .unwrap_or_else(|| "unknown panic".to_owned());
         Failure::Corrupt(format!("fjall panicked while opening: {msg}"))
     })?;
-    let (db, batches, meta, pending, state, saved_next) = opened?;
+    let (db, batches, meta, state, saved_next) = opened?;
 
     let buffer = Buffer {
         dir: dir.to_path_buf(),
         db,
         batches,
         meta,
-        pending,
         state: Mutex::new(state),
         _lock: lock,
     };
