@@ -45,7 +45,7 @@ fn kill_9_halfway_between_pushes_loses_only_the_time_down() {
     site.agents[i].kill();
     site.agents[i].start();
     let back_at = now_ns();
-    let allowed = (killed_at - secs(1.5), back_at + secs(2.0));
+    let allowed = (killed_at - secs(1.5), back_at + secs(3.0));
     let until = back_at + secs(12.0);
     site.assert_nothing_lost(host, start + secs(12.0), until, &[allowed], WAIT);
 }
@@ -173,7 +173,7 @@ fn an_agent_started_on_a_read_only_disk_runs_and_goes_back_to_disk() {
     assert_eq!(site.agents[i].exited(), None, "{}", site.outputs());
     mount.remount("rw");
     let until = now_ns() + secs(15.0);
-    let allowed = (killed_at - secs(1.5), back_at + secs(2.0));
+    let allowed = (killed_at - secs(1.5), back_at + secs(3.0));
     site.assert_nothing_lost(host, start + secs(12.0), until, &[allowed], WAIT);
     let worst = max_health(&site.influx, host, "buffer_state").unwrap_or(0);
     assert_eq!(
