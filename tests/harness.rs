@@ -417,6 +417,8 @@ pub struct AgentSpec {
     pub region: String,
     /// `zone` tag (may be empty).
     pub zone: String,
+    /// Extra environment of the agent process (its test-only seams, e.g. a slow fsync).
+    pub env: Vec<(String, String)>,
 }
 
 impl AgentSpec {
@@ -426,6 +428,7 @@ impl AgentSpec {
             hostname: hostname.into(),
             region: region.into(),
             zone: String::new(),
+            env: Vec::new(),
         }
     }
 }
@@ -438,6 +441,7 @@ pub struct Agent {
     config: PathBuf,
     /// Extra `autofact run` flags (`--sys-root DIR`, say).
     args: Vec<std::ffi::OsString>,
+    env: Vec<(String, String)>,
     proc: Option<Proc>,
 }
 
@@ -481,6 +485,7 @@ impl Agent {
             name,
             config,
             args: args.to_vec(),
+            env: spec.env.clone(),
             proc: None,
         };
         a.start();
@@ -495,6 +500,7 @@ impl Agent {
         let mut cmd = Command::new(&bins().agent);
         cmd.arg("run").arg("--config").arg(&self.config);
         cmd.args(&self.args);
+        cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
         match Proc::spawn(&self.name, cmd, &self.dir) {
             Ok(p) => self.proc = Some(p),
             Err(e) => panic!("spawning {}: {e}", bins().agent.display()),

@@ -400,6 +400,9 @@ impl FactoryConfig {
         if let Some(o) = self.clients.get(client_id) {
             o.apply(&mut c);
         }
+        // Not a per-client setting: the agent must know the limit it is held to, so it never
+        // builds a batch the factory refuses (issue 13, no poison batch).
+        c.max_message_bytes = u32::try_from(self.limits.max_message_bytes).unwrap_or(u32::MAX);
         c
     }
 }
@@ -811,6 +814,11 @@ mod tests {
         assert_eq!(mine.periods.mem_ms, 0);
         assert_eq!(mine.periods.temp_ms, 60000);
         assert_eq!(mine.ping_interval_ms, Config::default().ping_interval_ms);
+        // Every client is told the factory's message size limit (issue 13).
+        assert_eq!(plain.max_message_bytes, 4 * 1024 * 1024);
+        let small = FactoryConfig::parse(r#"{"limits": {"max_message_bytes": 65536}}"#, "t")
+            .expect("valid");
+        assert_eq!(small.effective("", id).max_message_bytes, 65536);
     }
 
     #[test]

@@ -9,6 +9,7 @@
 //! The scale-out scenarios (`scale_out`) also need Debian's `haproxy` (`AUTOFACT_SKIP_HAPROXY=1`
 //! skips), the store scenario (`victoria`) Debian's `victoria-metrics` (`AUTOFACT_SKIP_VICTORIA=1`).
 
+mod agent_faults;
 mod bad_input;
 mod dashboards;
 mod factory_disk;
