@@ -11,6 +11,7 @@
 #   SINKS=file WINDOW=20 bench/factory_scale.sh 1000 5000
 #   CLOSED_LOOP=1 bench/factory_scale.sh      # also the closed-loop ceiling (N=1000, batch on ack)
 #   PERF=1 bench/factory_scale.sh             # also perf profiles of the factory (symbols kept)
+#   FLEET_KEY=1 bench/factory_scale.sh 5000   # factories with a fleet_key (fleet inventory points on)
 #
 # Needs influxd (Debian's `influxdb` package) for the influx runs.
 set -euo pipefail
@@ -117,6 +118,8 @@ run() { # sink N rate label
   local port admin token fdir sinkjson
   port=$(free_port); admin=$(free_port)
   token="scale-token-$RANDOM$RANDOM"
+  local fleet_key=""
+  [ "${FLEET_KEY:-0}" = 1 ] && fleet_key=', "fleet_key": "bench-fleet-key-0123456789abcdef0123456789"'
   fdir="$dir/factory-$label"
   if [ "$sink" = influx ]; then
     start_influx "$label"
@@ -126,7 +129,7 @@ run() { # sink N rate label
   fi
   cat > "$dir/factory-$label.json" <<JSON
 { "listen": "127.0.0.1:$port", "admin_listen": "127.0.0.1:$admin", "data_dir": "$fdir",
-  "token": "$token", "sink": $sinkjson }
+  "token": "$token", "sink": $sinkjson$fleet_key }
 JSON
   "$factory_bin" run --quiet --config "$dir/factory-$label.json" > "$dir/factory-$label.log" 2>&1 &
   local fpid=$!

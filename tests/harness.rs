@@ -114,6 +114,11 @@ pub struct FactorySpec {
     pub buffer_cap_bytes: u64,
     /// The `limits` object's members, as JSON text without braces (empty: defaults).
     pub limits: String,
+    /// Members of the `periods` object replacing `period_ms` for those kinds, as JSON text
+    /// without braces (`"disk_ms": 10000`), so a test can run the periods users run (1-10 s).
+    pub periods: String,
+    /// The fleet key shared by the factories of a scale-out test (`None`: no `fleet_key`).
+    pub fleet_key: Option<String>,
 }
 
 impl Default for FactorySpec {
@@ -124,6 +129,8 @@ impl Default for FactorySpec {
             ping_interval_ms: 1000,
             buffer_cap_bytes: 64 * 1024 * 1024,
             limits: String::new(),
+            periods: String::new(),
+            fleet_key: None,
         }
     }
 }
@@ -133,6 +140,7 @@ impl Default for FactorySpec {
 pub struct Factory {
     dir: PathBuf,
     config: PathBuf,
+    influx_url: String,
     listen: SocketAddr,
     admin: SocketAddr,
     proc: Option<Proc>,
@@ -160,6 +168,7 @@ impl Factory {
             let mut f = Factory {
                 dir: dir.to_path_buf(),
                 config,
+                influx_url: influx_url.to_string(),
                 listen,
                 admin,
                 proc: None,
@@ -219,6 +228,27 @@ impl Factory {
         }
     }
 
+    /// Rewrites its config file with `spec` (same ports, data dir and store) and sends SIGHUP,
+    /// as an operator changes a running factory.
+    pub fn reconfigure(&self, spec: &FactorySpec) {
+        let text = factory_config(&self.dir, self.listen, self.admin, &self.influx_url, spec);
+        if let Err(e) = std::fs::write(&self.config, text) {
+            panic!("writing {}: {e}", self.config.display());
+        }
+        if let Some(p) = &self.proc {
+            if let Err(e) = p.signal(nix::sys::signal::Signal::SIGHUP) {
+                panic!("SIGHUP to the factory: {e}");
+            }
+        }
+    }
+
+    /// SIGTERM, as an operator stops it: waits up to a minute for the drain, then SIGKILL.
+    /// Returns the exit status of a clean stop.
+    pub fn stop(&mut self) -> Option<std::process::ExitStatus> {
+        let mut p = self.proc.take()?;
+        p.stop(Duration::from_secs(60)).ok().flatten()
+    }
+
     /// The running factory's pid.
     pub fn pid(&self) -> Option<u32> {
         self.proc.as_ref().and_then(Proc::pid)
@@ -260,6 +290,19 @@ impl Factory {
         Json::parse(&text).map_err(|e| format!("/clients: {e} in {text}"))
     }
 
+    /// Every `/clients` entry whose hostname is `host` (several when clients share it).
+    pub fn clients_named(&self, host: &str) -> Vec<Json> {
+        let Ok(doc) = self.clients() else {
+            return Vec::new();
+        };
+        doc.get("clients")
+            .map(|c| c.items().to_vec())
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|c| c.get("hostname").and_then(Json::as_str) == Some(host))
+            .collect()
+    }
+
     /// The `/clients` entry whose hostname is `host`.
     pub fn client(&self, host: &str) -> Option<Json> {
         let doc = self.clients().ok()?;
@@ -297,17 +340,48 @@ fn factory_config(
     s: &FactorySpec,
 ) -> String {
     let p = s.period_ms;
+    let mut periods = format!(
+        r#""cpu_ms": {p}, "kernel_ms": {p}, "mem_ms": {p}, "swap_ms": {p}, "system_ms": {p},
+                 "net_ms": {p}, "diskio_ms": {p}, "disk_ms": {p}, "temp_ms": {p}, "health_ms": {p},
+                 "processes_ms": {p}"#
+    );
+    // Later members win in nanoserde, but the factory refuses duplicate keys: keep only the
+    // kinds the override does not name.
+    if !s.periods.is_empty() {
+        let named: Vec<&str> = s
+            .periods
+            .split(',')
+            .filter_map(|m| m.split(':').next())
+            .map(|k| k.trim().trim_matches('"'))
+            .collect();
+        let kept: Vec<&str> = periods
+            .split(',')
+            .filter(|m| {
+                let k = m.split(':').next().unwrap_or("").trim().trim_matches('"');
+                !named.contains(&k)
+            })
+            .collect();
+        periods = kept.join(",");
+        if !periods.trim().is_empty() {
+            periods.push(',');
+        }
+        periods.push_str(&s.periods);
+    }
+    let fleet_key = s
+        .fleet_key
+        .as_ref()
+        .map(|k| format!(r#""fleet_key": "{k}","#))
+        .unwrap_or_default();
     format!(
         r#"{{
   "listen": "{listen}",
   "admin_listen": "{admin}",
   "data_dir": "{data}",
-  "token": "{TOKEN}",
+  "token": "{TOKEN}",{fleet_key}
   "sink": {{ "kind": "influxdb", "url": "{influx_url}", "database": "{DB}", "create_database": true,
             "timeout_ms": 5000 }},
   "defaults": {{
-    "periods": {{ "cpu_ms": {p}, "kernel_ms": {p}, "mem_ms": {p}, "swap_ms": {p}, "system_ms": {p},
-                 "net_ms": {p}, "diskio_ms": {p}, "disk_ms": {p}, "temp_ms": {p}, "health_ms": {p} }},
+    "periods": {{ {periods} }},
     "push_interval_ms": {push}, "ping_interval_ms": {ping}, "buffer_cap_bytes": {cap},
     "give_up_secs": 0
   }},
@@ -343,6 +417,8 @@ pub struct AgentSpec {
     pub region: String,
     /// `zone` tag (may be empty).
     pub zone: String,
+    /// Extra environment of the agent process (its test-only seams, e.g. a slow fsync).
+    pub env: Vec<(String, String)>,
 }
 
 impl AgentSpec {
@@ -352,6 +428,7 @@ impl AgentSpec {
             hostname: hostname.into(),
             region: region.into(),
             zone: String::new(),
+            env: Vec::new(),
         }
     }
 }
@@ -362,21 +439,43 @@ pub struct Agent {
     dir: PathBuf,
     name: String,
     config: PathBuf,
+    /// Extra `autofact run` flags (`--sys-root DIR`, say).
+    args: Vec<std::ffi::OsString>,
+    env: Vec<(String, String)>,
     proc: Option<Proc>,
 }
 
 impl Agent {
     /// Writes the config (server `server`, e.g. a factory or a proxy) and starts the agent.
     pub fn launch(dir: &Path, server: SocketAddr, spec: &AgentSpec) -> Agent {
-        let name = spec.hostname.clone();
+        Agent::launch_with(dir, server, spec, &spec.hostname, &[])
+    }
+
+    /// Like [`Agent::launch`], with files named after `name` instead of the hostname (two
+    /// agents with one hostname): `<dir>/<name>.json`, `<dir>/<name>-data`, `<dir>/<name>.err`.
+    pub fn launch_named(dir: &Path, server: SocketAddr, spec: &AgentSpec, name: &str) -> Agent {
+        Agent::launch_with(dir, server, spec, name, &[])
+    }
+
+    /// [`Agent::launch_named`] with extra `autofact run` flags, e.g. `--sys-root` pointing at
+    /// a captured `/sys` so that a machine without thermal zones reports a Pi's.
+    pub fn launch_with(
+        dir: &Path,
+        server: SocketAddr,
+        spec: &AgentSpec,
+        name: &str,
+        args: &[std::ffi::OsString],
+    ) -> Agent {
+        let name = name.to_string();
         let config = dir.join(format!("{name}.json"));
         let text = format!(
             r#"{{ "server": "{server}", "data_dir": "{data}", "token": "{TOKEN}",
-  "region": "{region}", "zone": "{zone}", "hostname": "{name}" }}
+  "region": "{region}", "zone": "{zone}", "hostname": "{hostname}" }}
 "#,
             data = dir.join(format!("{name}-data")).display(),
             region = spec.region,
             zone = spec.zone,
+            hostname = spec.hostname,
         );
         if let Err(e) = std::fs::write(&config, text) {
             panic!("writing {}: {e}", config.display());
@@ -385,6 +484,8 @@ impl Agent {
             dir: dir.to_path_buf(),
             name,
             config,
+            args: args.to_vec(),
+            env: spec.env.clone(),
             proc: None,
         };
         a.start();
@@ -398,6 +499,8 @@ impl Agent {
         }
         let mut cmd = Command::new(&bins().agent);
         cmd.arg("run").arg("--config").arg(&self.config);
+        cmd.args(&self.args);
+        cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
         match Proc::spawn(&self.name, cmd, &self.dir) {
             Ok(p) => self.proc = Some(p),
             Err(e) => panic!("spawning {}: {e}", bins().agent.display()),
@@ -411,14 +514,38 @@ impl Agent {
         }
     }
 
+    /// Points its config at another factory (or balancer); takes effect at its next start.
+    pub fn set_server(&self, server: SocketAddr) {
+        let text = match std::fs::read_to_string(&self.config) {
+            Ok(t) => t,
+            Err(e) => panic!("reading {}: {e}", self.config.display()),
+        };
+        let start = text
+            .find(r#""server": ""#)
+            .map(|i| i + r#""server": ""#.len());
+        let Some(start) = start else {
+            panic!("no server in {}", self.config.display());
+        };
+        let end = start + text[start..].find('"').unwrap_or(0);
+        let new = format!("{}{server}{}", &text[..start], &text[end..]);
+        if let Err(e) = std::fs::write(&self.config, new) {
+            panic!("writing {}: {e}", self.config.display());
+        }
+    }
+
     /// Has it exited on its own? Returns the status if so.
     pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
         self.proc.as_mut().and_then(|p| p.try_wait().ok().flatten())
     }
 
-    /// The `host` tag.
+    /// The name its files carry: its hostname, unless launched with [`Agent::launch_named`].
     pub fn host(&self) -> &str {
         &self.name
+    }
+
+    /// Its data directory.
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.join(format!("{}-data", self.name))
     }
 
     /// Its log (stderr) across restarts.
@@ -430,6 +557,137 @@ impl Agent {
 impl Drop for Agent {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// A tmpfs mounted by the test (it runs as root) at a path: a small disk to fill and empty.
+/// Always unmounted on drop (lazily, so it returns at once even while a process still has a
+/// file open there).
+#[derive(Debug)]
+pub struct Tmpfs {
+    path: PathBuf,
+}
+
+impl Tmpfs {
+    /// Mounts a tmpfs of `size` (mount's syntax: `16m`) at `path`, creating it. Without root
+    /// the test fails, unless `AUTOFACT_SKIP_TMPFS=1`: then it prints SKIPPED and gets `None`.
+    pub fn mount(path: &Path, size: &str, test: &str) -> Option<Tmpfs> {
+        if let Err(e) = std::fs::create_dir_all(path) {
+            panic!("{test}: creating {}: {e}", path.display());
+        }
+        let out = Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0755"),
+                "tmpfs",
+            ])
+            .arg(path)
+            .output();
+        match out {
+            Ok(o) if o.status.success() => Some(Tmpfs {
+                path: path.to_path_buf(),
+            }),
+            other => {
+                let why = format!("mount -t tmpfs at {}: {other:?}", path.display());
+                if std::env::var("AUTOFACT_SKIP_TMPFS").as_deref() == Ok("1") {
+                    println!("SKIPPED {test}: {why} (needs root; AUTOFACT_SKIP_TMPFS=1)");
+                    None
+                } else {
+                    panic!("{test}: {why}: this test needs root (AUTOFACT_SKIP_TMPFS=1 skips it)");
+                }
+            }
+        }
+    }
+
+    /// Fills it: appends to a filler file until ENOSPC (again: whatever was freed meanwhile).
+    /// Returns the bytes written.
+    pub fn fill(&self) -> u64 {
+        fill_up(&self.path)
+    }
+
+    /// Keeps it full until the guard is dropped: fills again every 100 ms, taking whatever
+    /// another process frees (a store deleting an old journal), as other writers on a full
+    /// disk would.
+    pub fn keep_full(&self) -> KeepFull {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (flag, path) = (stop.clone(), self.path.clone());
+        let thread = std::thread::spawn(move || {
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                fill_up(&path);
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        });
+        KeepFull {
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Frees what [`Tmpfs::fill`] took.
+    pub fn free(&self) {
+        let path = self.path.join("filler");
+        if let Err(e) = std::fs::remove_file(&path) {
+            panic!("removing {}: {e}", path.display());
+        }
+    }
+
+    /// Bytes available, from statvfs.
+    pub fn available(&self) -> u64 {
+        nix::sys::statvfs::statvfs(&self.path)
+            // The field types differ by target (u32 on 32-bit); the tests run on 64-bit Linux.
+            .map(|s| s.blocks_available() * s.fragment_size())
+            .unwrap_or(0)
+    }
+}
+
+/// Stops [`Tmpfs::keep_full`]'s filler when dropped.
+#[derive(Debug)]
+pub struct KeepFull {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for KeepFull {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Appends to `<dir>/filler` until ENOSPC; returns the bytes written.
+fn fill_up(dir: &Path) -> u64 {
+    use std::io::Write;
+    let path = dir.join("filler");
+    let mut f = match std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+    {
+        Ok(f) => f,
+        // Already so full that not even the file can be created: full.
+        Err(e) if e.raw_os_error() == Some(28) => return 0,
+        Err(e) => panic!("opening {}: {e}", path.display()),
+    };
+    let chunk = vec![0u8; 64 * 1024];
+    let mut n = 0u64;
+    loop {
+        match f.write(&chunk) {
+            Ok(0) => break,
+            Ok(k) => n += k as u64,
+            Err(e) if e.raw_os_error() == Some(28) => break,
+            Err(e) => panic!("filling {}: {e}", path.display()),
+        }
+    }
+    n
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.path).status();
     }
 }
 

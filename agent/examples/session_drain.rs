@@ -62,6 +62,7 @@ fn main() -> Result<(), String> {
                 periods: Periods::all(0),
                 ..Config::default()
             },
+            ..Default::default()
         })
         .map_err(|e| e.to_string())?;
         let (mut s, lines) = settings(factory.addr, &dir.0, "t");

@@ -80,3 +80,31 @@ fn warm_rounds_allocate_nothing() {
     assert!(snap.mem.is_some() && snap.kernel.is_some() && snap.system.is_some());
     assert_eq!(after - before, 0, "allocations in 150 warm rounds");
 }
+
+/// Issue 19: the `processes` round lists `/proc` and opens each `/proc/[pid]/stat`; with the
+/// other kinds it still allocates nothing once warm (the x86 tree has five pid directories, a
+/// utmp file and `/proc/vmstat`, which the Pi tree lacks).
+#[test]
+fn warm_rounds_with_processes_users_and_vmstat_allocate_nothing() {
+    let root =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/x86_64-debian12-kvm-6.18");
+    let mut c = Collector::new(
+        &Procfs::new(root.join("proc")),
+        &Sysfs::new(root.join("sys")),
+    );
+    let mut snap = Snapshot::default();
+    for i in 0..3 {
+        c.collect(Kinds::ALL, i, &mut snap);
+    }
+    let before = allocs();
+    for i in 0..50 {
+        c.collect(Kinds::ALL, i, &mut snap);
+    }
+    let after = allocs();
+    let p = snap.processes.expect("processes");
+    assert_eq!(p.total, 5);
+    let s = snap.system.expect("system");
+    assert_eq!(s.n_users, Some(3));
+    assert!(snap.swap.is_some_and(|s| s.sin.is_some()));
+    assert_eq!(after - before, 0, "allocations in 50 warm rounds");
+}

@@ -128,7 +128,7 @@ fn fixture_tree_collect_once_reads_the_tree() -> std::io::Result<()> {
         "{stdout}"
     );
     assert!(
-        stdout.contains("disk,device=mmcblk0p2,fstype=ext4,host=raspberrypi,path=/ "),
+        stdout.contains("disk,device=mmcblk0p2,fstype=ext4,host=raspberrypi,mode=rw,path=/ "),
         "{stdout}"
     );
     // The tree's stat does not change between the two samples: no cpu point, rather than NaN.

@@ -42,6 +42,7 @@ fn sigterm_flushes_closes_normally_and_exits_0() -> Result<(), String> {
         let factory = Factory::start(Script {
             token: "tok".into(),
             config: config(100, 200),
+            ..Default::default()
         })
         .map_err(|e| e.to_string())?;
         let dir = TempDir::new("binary");

@@ -39,6 +39,7 @@ fn factory_outage_loses_nothing_and_acks_empty_the_buffer() -> Result<(), String
     let mut factory = Factory::start(Script {
         token: "tok".into(),
         config: config(period, 500),
+        ..Default::default()
     })
     .map_err(|e| e.to_string())?;
     let dir = TempDir::new("outage");
@@ -90,7 +91,7 @@ fn factory_outage_loses_nothing_and_acks_empty_the_buffer() -> Result<(), String
         .iter()
         .flat_map(|b| &b.snapshots)
         .rev()
-        .find_map(|s| s.health)
+        .find_map(|s| s.health.clone())
         .ok_or("no health fact")?;
     assert!(
         health.reconnects >= 1,
@@ -117,6 +118,7 @@ fn live_config_change_reschedules_without_reconnect() -> Result<(), String> {
     let factory = Factory::start(Script {
         token: "tok".into(),
         config: config(100, 300),
+        ..Default::default()
     })
     .map_err(|e| e.to_string())?;
     let dir = TempDir::new("liveconfig");
@@ -173,6 +175,7 @@ fn restarted_agent_collects_offline_with_its_last_config_and_delivers_later() ->
     let mut factory = Factory::start(Script {
         token: "tok".into(),
         config: config(period, 400),
+        ..Default::default()
     })
     .map_err(|e| e.to_string())?;
     let dir = TempDir::new("offline");

@@ -18,6 +18,7 @@ fn gives_up_with_status_3_and_keeps_the_buffer() -> Result<(), String> {
             give_up_secs: 1,
             ..config(100, 200)
         },
+        ..Default::default()
     })
     .map_err(|e| e.to_string())?;
     let dir = TempDir::new("giveup");
@@ -56,6 +57,7 @@ fn bad_token_is_reported_and_does_not_hammer() -> Result<(), String> {
     let factory = Factory::start(Script {
         token: "right".into(),
         config: config(100, 200),
+        ..Default::default()
     })
     .map_err(|e| e.to_string())?;
     let dir = TempDir::new("badtoken");
@@ -91,6 +93,7 @@ fn bad_token_is_reported_and_does_not_hammer() -> Result<(), String> {
     assert!(factory.record().welcomes.is_empty());
     let id = autofact::run::StateDir::open(&dir.0)
         .and_then(|s| s.identity())
+        .map(|(id, _)| id)
         .map_err(|e| e.to_string())?;
     assert_eq!(id, None, "no identity without a Welcome");
     Ok(())
@@ -104,6 +107,7 @@ fn a_silent_factory_is_detected_by_keepalive() -> Result<(), String> {
             ping_interval_ms: 300,
             ..config(100, 200)
         },
+        ..Default::default()
     })
     .map_err(|e| e.to_string())?;
     let dir = TempDir::new("keepalive");

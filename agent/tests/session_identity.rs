@@ -13,6 +13,7 @@ fn new_client_gets_an_id_and_restart_reuses_it() -> Result<(), String> {
     let factory = Factory::start(Script {
         token: "let-me-in".into(),
         config: config(200, 400),
+        ..Default::default()
     })
     .map_err(|e| e.to_string())?;
     let dir = TempDir::new("identity");
@@ -48,6 +49,7 @@ fn new_client_gets_an_id_and_restart_reuses_it() -> Result<(), String> {
     };
     let stored = StateDir::open(&dir.0)
         .and_then(|s| s.identity())
+        .map(|(id, _)| id)
         .map_err(|e| e.to_string())?
         .ok_or("no identity stored")?;
     assert_eq!(
@@ -113,6 +115,7 @@ fn a_factory_that_forgot_the_client_re_enrolls_it_with_the_token() -> Result<(),
     let mut factory = Factory::start(Script {
         token: "let-me-in".into(),
         config: config(200, 400),
+        ..Default::default()
     })
     .map_err(|e| e.to_string())?;
     let dir = TempDir::new("forgotten");
@@ -144,6 +147,7 @@ fn a_factory_that_forgot_the_client_re_enrolls_it_with_the_token() -> Result<(),
     assert!(log.iter().any(|l| l.contains("enrolling again")), "{log:?}");
     let stored = StateDir::open(&dir.0)
         .and_then(|s| s.identity())
+        .map(|(id, _)| id)
         .map_err(|e| e.to_string())?
         .ok_or("no identity stored")?;
     assert_eq!(&stored.client_id, new_id);

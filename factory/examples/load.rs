@@ -22,7 +22,7 @@ use std::time::Instant;
 struct CountSink(Arc<AtomicUsize>);
 
 impl FactSink for CountSink {
-    fn write(&self, _lines: String, points: usize) -> WriteFuture {
+    fn write(&self, _client: &str, _lines: String, points: usize) -> WriteFuture {
         self.0.fetch_add(points, Ordering::Relaxed);
         Box::pin(async { Ok(()) })
     }
@@ -56,6 +56,7 @@ fn snapshot(t: i64) -> Snapshot {
             load15: 0.3,
             n_cpus: 4,
             uptime: 1000,
+            ..Default::default()
         }),
         net: vec![Net {
             interface: "eth0".into(),

@@ -194,7 +194,9 @@ fn bench_sink(influx: &Influx, db: &str, subs: Vec<(String, usize)>) -> Result<f
                 let sink = sink.clone();
                 smol::spawn(async move {
                     for (lines, p) in subs {
-                        sink.write(lines, p).await.map_err(|e| e.to_string())?;
+                        sink.write("bench", lines, p)
+                            .await
+                            .map_err(|e| e.to_string())?;
                     }
                     Ok::<(), String>(())
                 })
@@ -232,11 +234,11 @@ fn bench_latency(influx: &Influx) -> Result<(), String> {
     // Lone writes: the queue is empty each time, as for a quiet factory.
     let sink = sink_for(influx, "lat", Arc::new(Metrics::default()))?;
     // Warm-up; creates the database.
-    smol::block_on(sink.write(subs[0].0.clone(), subs[0].1)).map_err(|e| e.to_string())?;
+    smol::block_on(sink.write("bench", subs[0].0.clone(), subs[0].1)).map_err(|e| e.to_string())?;
     let mut via_sink = Vec::new();
     for (lines, p) in &subs[1..=N] {
         let t = Instant::now();
-        smol::block_on(sink.write(lines.clone(), *p)).map_err(|e| e.to_string())?;
+        smol::block_on(sink.write("bench", lines.clone(), *p)).map_err(|e| e.to_string())?;
         via_sink.push(t.elapsed());
     }
     sink.shutdown();
@@ -293,7 +295,7 @@ fn bench_latency(influx: &Influx) -> Result<(), String> {
     let mut fixed = Vec::new();
     for (lines, p) in &subs[2 * N + 1..2 * N + 6] {
         let t = Instant::now();
-        smol::block_on(sink.write(lines.clone(), *p)).map_err(|e| e.to_string())?;
+        smol::block_on(sink.write("bench", lines.clone(), *p)).map_err(|e| e.to_string())?;
         fixed.push(t.elapsed());
     }
     sink.shutdown();

@@ -1,6 +1,7 @@
 //! The admin listener: a deliberately tiny HTTP/1.1 server (one request per connection, GET
-//! only) serving `GET /clients` (JSON inventory) and `GET /metrics` (Prometheus text). Also the
-//! client side used by `autofactory clients`.
+//! only) serving `GET /` (the fleet page, plain HTML), `GET /clients` (JSON inventory) and
+//! `GET /metrics` (Prometheus text). Also the client side used by `autofactory clients`. The
+//! fleet page and the `clients` table show the same columns, from one function.
 
 // nanoserde's DeJson derive expands to `match .. { Some(t) => t, None => return .. }`.
 #![allow(clippy::question_mark)]
@@ -43,6 +44,33 @@ pub struct ClientView {
     pub connected: bool,
     /// Batches the client has not yet had acknowledged, from its latest health fact.
     pub backlog: Option<u64>,
+    /// The `host` tag of its points: the hostname, or `hostname~<8 hex of the id>` when
+    /// another client held that hostname first.
+    pub host_tag: String,
+    /// Another client has the same hostname.
+    pub duplicate_hostname: bool,
+    /// The agent's installation (instance nonce); empty for a first-release agent.
+    pub installation: String,
+    /// Where the agent keeps unacknowledged batches: `disk`, `disk_full`, `read_only`,
+    /// `disk_failed`.
+    pub buffer_state: String,
+    /// The buffer epoch of `last_acked_seq`, 16 hex digits (a string: JSON numbers lose
+    /// precision above 2^53).
+    pub epoch: String,
+    /// The id this client was enrolled from as a clone; empty otherwise.
+    pub cloned_from: String,
+    /// The agent's answer to its last Config: `applied`, `failed` or `unknown`.
+    pub config_status: String,
+    /// Why it could not apply it.
+    pub config_error: String,
+    /// Hash of the Config it applied, 16 hex digits; zeros when not reported.
+    pub config_hash: String,
+    /// The applied Config is the one the factory means it to have now.
+    pub config_current: bool,
+    /// `synced`, `unsynced` or `unknown`.
+    pub clock_sync: String,
+    /// The boot the agent last reported.
+    pub boot_id: String,
 }
 
 /// The `GET /clients` document.
@@ -57,12 +85,29 @@ impl Factory {
     /// The `GET /clients` document.
     pub fn clients_doc(&self) -> ClientsDoc {
         let connected = self.connected();
-        let clients = self
-            .inventory()
-            .list()
+        let config = self.config();
+        let list = self.inventory().list();
+        let mut names: std::collections::HashMap<String, usize> = Default::default();
+        for r in &list {
+            *names.entry(r.name().to_string()).or_default() += 1;
+        }
+        let clients = list
             .into_iter()
             .map(|r| ClientView {
                 connected: connected.contains(&r.id),
+                host_tag: r.tag().to_string(),
+                duplicate_hostname: names.get(r.name()).is_some_and(|n| *n > 1),
+                installation: r.installation,
+                buffer_state: r.buffer_state,
+                epoch: format!("{:016x}", r.epoch),
+                cloned_from: r.cloned_from,
+                config_current: r.config_hash != 0
+                    && r.config_hash == config.effective(&r.region, &r.id).hash(),
+                config_hash: format!("{:016x}", r.config_hash),
+                config_status: r.config_status,
+                config_error: r.config_error,
+                clock_sync: r.clock_sync,
+                boot_id: r.boot_id,
                 id: r.id,
                 hostname: r.hostname,
                 region: r.region,
@@ -147,6 +192,10 @@ impl Factory {
             .await;
         }
         match path.split('?').next().unwrap_or("") {
+            "/" => {
+                let body = fleet_page(&self.clients_doc());
+                respond(&mut stream, "200 OK", "text/html; charset=utf-8", &body).await
+            }
             "/clients" => {
                 let body = self.clients_doc().serialize_json();
                 respond(&mut stream, "200 OK", "application/json", &body).await
@@ -161,7 +210,7 @@ impl Factory {
                     &mut stream,
                     "404 Not Found",
                     "text/plain",
-                    "try /clients or /metrics\n",
+                    "try /, /clients or /metrics\n",
                 )
                 .await
             }
@@ -215,34 +264,125 @@ pub fn http_get(addr: &str, path: &str) -> Result<String, Error> {
     Ok(body.to_string())
 }
 
-/// The inventory as a text table (for `autofactory clients`).
-pub fn clients_table(doc: &ClientsDoc) -> String {
+/// `host:port` from an admin address given as `host:port` or `http://host:port[/]`.
+pub fn admin_addr(s: &str) -> &str {
+    let s = s.trim();
+    let s = s.strip_prefix("http://").unwrap_or(s);
+    s.trim_end_matches('/')
+}
+
+/// `GET /clients` from every admin address at once (one thread each, so a dead factory costs
+/// its timeout once, not once per factory). Returns the documents that came, and for each
+/// address that failed, the address and why.
+pub fn fetch_clients(addrs: &[String]) -> (Vec<ClientsDoc>, Vec<(String, String)>) {
+    let answers: Vec<(String, Result<ClientsDoc, String>)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = addrs
+            .iter()
+            .map(|a| {
+                scope.spawn(move || {
+                    let addr = admin_addr(a);
+                    let doc = http_get(addr, "/clients")
+                        .map_err(|e| e.to_string())
+                        .and_then(|body| {
+                            ClientsDoc::deserialize_json(&body).map_err(|e| {
+                                format!("{addr}/clients answered something that is not the inventory: {e:?}")
+                            })
+                        });
+                    (a.clone(), doc)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .zip(addrs)
+            .map(|(h, a)| {
+                h.join()
+                    .unwrap_or_else(|_| (a.clone(), Err("fetch thread panicked".into())))
+            })
+            .collect()
+    });
+    let mut docs = Vec::new();
+    let mut failed = Vec::new();
+    for (addr, r) in answers {
+        match r {
+            Ok(d) => docs.push(d),
+            Err(e) => failed.push((addr, e)),
+        }
+    }
+    (docs, failed)
+}
+
+/// Several factories' inventories as one: one row per client id. A client known to several
+/// factories (the balancer moved it) is shown as the factory it is connected to sees it, else
+/// as the one that saw it last.
+pub fn merge_clients(docs: Vec<ClientsDoc>) -> ClientsDoc {
+    let mut by_id: std::collections::HashMap<String, ClientView> = Default::default();
+    for c in docs.into_iter().flat_map(|d| d.clients) {
+        match by_id.get(&c.id) {
+            Some(have) if (have.connected, have.last_seen) >= (c.connected, c.last_seen) => {}
+            _ => {
+                by_id.insert(c.id.clone(), c);
+            }
+        }
+    }
+    let mut clients: Vec<ClientView> = by_id.into_values().collect();
+    clients.sort_by(|a, b| (&a.hostname, &a.id).cmp(&(&b.hostname, &b.id)));
+    ClientsDoc { clients }
+}
+
+/// The columns of the `clients` table and the fleet page, and one row per client. A duplicate
+/// hostname is marked `(dup)` in its cell; empty cells are `-`.
+fn rows(doc: &ClientsDoc) -> ([&'static str; 17], Vec<Vec<String>>) {
     let header = [
         "HOSTNAME",
+        "HOST TAG",
         "ID",
         "REGION",
         "ZONE",
         "ARCH",
         "OS",
         "AGENT",
+        "INSTALLATION",
+        "BUFFER",
+        "CONFIG",
+        "CLOCK",
         "CONNECTED",
         "LAST SEEN",
         "ACKED SEQ",
         "BACKLOG",
         "ADDRESS",
     ];
-    let rows: Vec<Vec<String>> = doc
+    let rows = doc
         .clients
         .iter()
         .map(|c| {
             vec![
-                c.hostname.clone(),
+                if c.duplicate_hostname {
+                    format!("{} (dup)", c.hostname)
+                } else {
+                    c.hostname.clone()
+                },
+                c.host_tag.clone(),
                 c.id.clone(),
                 c.region.clone(),
                 c.zone.clone(),
                 c.arch.clone(),
                 c.os.clone(),
                 c.agent_version.clone(),
+                // Enough to tell two apart; /clients has the whole nonce.
+                c.installation.chars().take(12).collect(),
+                c.buffer_state.clone(),
+                // "stale": applied, but not the Config the factory means it to have now.
+                match c.config_status.as_str() {
+                    "applied" if !c.config_current => "stale".to_string(),
+                    "unknown" => String::new(),
+                    s => s.to_string(),
+                },
+                if c.clock_sync == "unknown" {
+                    String::new()
+                } else {
+                    c.clock_sync.clone()
+                },
                 if c.connected { "yes" } else { "no" }.to_string(),
                 if c.last_seen == 0 {
                     String::new()
@@ -250,9 +390,7 @@ pub fn clients_table(doc: &ClientsDoc) -> String {
                     crate::log::rfc3339(c.last_seen)
                 },
                 c.last_acked_seq.to_string(),
-                c.backlog
-                    .map(|b| b.to_string())
-                    .unwrap_or_else(|| "-".into()),
+                c.backlog.map(|b| b.to_string()).unwrap_or_default(),
                 c.last_address.clone(),
             ]
         })
@@ -263,6 +401,12 @@ pub fn clients_table(doc: &ClientsDoc) -> String {
                 .collect()
         })
         .collect();
+    (header, rows)
+}
+
+/// The inventory as a text table (for `autofactory clients`).
+pub fn clients_table(doc: &ClientsDoc) -> String {
+    let (header, rows) = rows(doc);
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
     for r in &rows {
         for (w, cell) in widths.iter_mut().zip(r) {
@@ -285,9 +429,105 @@ pub fn clients_table(doc: &ClientsDoc) -> String {
     out
 }
 
+fn html_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for ch in s.chars() {
+        match ch {
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '&' => out.push_str("&amp;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// The fleet page: the `clients` table as plain HTML (no script, no external resource).
+pub fn fleet_page(doc: &ClientsDoc) -> String {
+    let (header, rows) = rows(doc);
+    let dups = doc.clients.iter().filter(|c| c.duplicate_hostname).count();
+    let mut out = String::from(
+        "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>autofactory fleet</title>\n\
+         <style>body{font-family:sans-serif}table{border-collapse:collapse}\
+         td,th{border:1px solid #ccc;padding:2px 6px;text-align:left}\
+         .dup{background:#fee}</style></head><body>\n",
+    );
+    out.push_str(&format!(
+        "<h1>autofactory fleet</h1>\n<p>{} client(s), {} connected{}</p>\n<table>\n<tr>",
+        doc.clients.len(),
+        doc.clients.iter().filter(|c| c.connected).count(),
+        if dups > 0 {
+            format!(", {dups} sharing a hostname (dup): each has its own host tag")
+        } else {
+            String::new()
+        }
+    ));
+    for h in header {
+        out.push_str(&format!("<th>{}</th>", html_escape(h)));
+    }
+    out.push_str("</tr>\n");
+    for (c, r) in doc.clients.iter().zip(&rows) {
+        out.push_str(if c.duplicate_hostname {
+            "<tr class=\"dup\">"
+        } else {
+            "<tr>"
+        });
+        for cell in r {
+            out.push_str(&format!("<td>{}</td>", html_escape(cell)));
+        }
+        out.push_str("</tr>\n");
+    }
+    out.push_str("</table>\n</body></html>\n");
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn merged_inventories_have_one_row_per_client_the_connected_or_latest_view() {
+        let view = |id: char, host: &str, connected: bool, last_seen: u64| ClientView {
+            id: id.to_string().repeat(32),
+            hostname: host.into(),
+            connected,
+            last_seen,
+            ..Default::default()
+        };
+        let a = ClientsDoc {
+            clients: vec![
+                view('a', "moved", false, 100),
+                view('b', "only-a", false, 50),
+                view('c', "seen-both", false, 300),
+            ],
+        };
+        let b = ClientsDoc {
+            clients: vec![
+                view('a', "moved", true, 90),
+                view('c', "seen-both", false, 200),
+                view('d', "only-b", true, 10),
+            ],
+        };
+        let m = merge_clients(vec![a, b]);
+        let rows: Vec<(&str, bool, u64)> = m
+            .clients
+            .iter()
+            .map(|c| (c.hostname.as_str(), c.connected, c.last_seen))
+            .collect();
+        assert_eq!(
+            rows,
+            vec![
+                ("moved", true, 90),
+                ("only-a", false, 50),
+                ("only-b", true, 10),
+                ("seen-both", false, 300),
+            ]
+        );
+        assert_eq!(admin_addr(" http://10.0.0.1:8676/ "), "10.0.0.1:8676");
+        assert_eq!(admin_addr("127.0.0.1:8676"), "127.0.0.1:8676");
+    }
 
     #[test]
     fn table_aligns_and_shows_state() {
@@ -310,14 +550,18 @@ mod tests {
         let t = clients_table(&doc);
         let lines: Vec<&str> = t.lines().collect();
         assert_eq!(lines.len(), 3);
-        assert!(lines[0].starts_with("HOSTNAME          ID"));
+        assert!(
+            lines[0].starts_with("HOSTNAME          HOST TAG  ID"),
+            "{t}"
+        );
         let row1: Vec<&str> = lines[1].split_whitespace().collect();
         let row2: Vec<&str> = lines[2].split_whitespace().collect();
-        // hostname, id, region, zone, arch, os, agent, connected, last seen, seq, backlog, address
-        assert_eq!(row1.len(), 12, "{t}");
-        assert_eq!((row1[0], row1[7], row1[10]), ("pi", "yes", "4"));
+        // hostname, tag, id, region, zone, arch, os, agent, installation, buffer, config,
+        // clock, connected, last seen, seq, backlog, address
+        assert_eq!(row1.len(), 17, "{t}");
+        assert_eq!((row1[0], row1[12], row1[15]), ("pi", "yes", "4"));
         assert_eq!(
-            (row2[0], row2[7], row2[10]),
+            (row2[0], row2[12], row2[15]),
             ("server-long-name", "no", "-")
         );
         let json = doc.serialize_json();
@@ -325,5 +569,41 @@ mod tests {
             ClientsDoc::deserialize_json(&json).expect("round trip"),
             doc
         );
+    }
+
+    #[test]
+    fn duplicates_are_flagged_and_the_page_escapes_what_agents_send() {
+        let doc = ClientsDoc {
+            clients: vec![
+                ClientView {
+                    hostname: "raspberrypi".into(),
+                    host_tag: "raspberrypi".into(),
+                    duplicate_hostname: true,
+                    buffer_state: "disk_full".into(),
+                    ..Default::default()
+                },
+                ClientView {
+                    hostname: "raspberrypi".into(),
+                    host_tag: "raspberrypi~0123abcd".into(),
+                    duplicate_hostname: true,
+                    ..Default::default()
+                },
+                ClientView {
+                    hostname: "<script>".into(),
+                    ..Default::default()
+                },
+            ],
+        };
+        let t = clients_table(&doc);
+        assert_eq!(t.matches("raspberrypi (dup)").count(), 2, "{t}");
+        assert!(
+            t.contains("raspberrypi~0123abcd") && t.contains("disk_full"),
+            "{t}"
+        );
+        let page = fleet_page(&doc);
+        assert!(!page.contains("<script>"), "{page}");
+        assert!(page.contains("&lt;script&gt;"));
+        assert_eq!(page.matches("<tr class=\"dup\">").count(), 2, "{page}");
+        assert!(page.contains("2 sharing a hostname"), "{page}");
     }
 }

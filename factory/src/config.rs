@@ -5,7 +5,7 @@
 //! ```json
 //! {
 //!   "listen": "0.0.0.0:8675", "admin_listen": "127.0.0.1:8676",
-//!   "data_dir": "/var/lib/autofactory", "token": "...",
+//!   "data_dir": "/var/lib/autofactory", "token": "...", "fleet_key": "...",
 //!   "sink": { ... },
 //!   "defaults": { "periods": { "cpu_ms": 10000 }, "push_interval_ms": 10000 },
 //!   "regions": { "eu": { "push_interval_ms": 30000 } },
@@ -63,10 +63,11 @@ pub struct PeriodsOverride {
     pub disk_ms: Option<u32>,
     pub temp_ms: Option<u32>,
     pub health_ms: Option<u32>,
+    pub processes_ms: Option<u32>,
 }
 
 impl PeriodsOverride {
-    fn fields(&self) -> [(&'static str, Option<u32>); 10] {
+    fn fields(&self) -> [(&'static str, Option<u32>); 11] {
         [
             ("cpu_ms", self.cpu_ms),
             ("kernel_ms", self.kernel_ms),
@@ -78,6 +79,7 @@ impl PeriodsOverride {
             ("disk_ms", self.disk_ms),
             ("temp_ms", self.temp_ms),
             ("health_ms", self.health_ms),
+            ("processes_ms", self.processes_ms),
         ]
     }
 
@@ -97,6 +99,7 @@ impl PeriodsOverride {
         set(&mut p.disk_ms, self.disk_ms);
         set(&mut p.temp_ms, self.temp_ms);
         set(&mut p.health_ms, self.health_ms);
+        set(&mut p.processes_ms, self.processes_ms);
     }
 }
 
@@ -204,6 +207,7 @@ struct RawFile {
     admin_listen: Option<String>,
     data_dir: Option<String>,
     token: Option<String>,
+    fleet_key: Option<String>,
     sink: Option<SinkConfig>,
     defaults: Option<ConfigOverride>,
     regions: Option<BTreeMap<String, ConfigOverride>>,
@@ -222,6 +226,9 @@ pub struct FactoryConfig {
     pub data_dir: PathBuf,
     /// The enrollment token; `None` = use (or generate) the one stored in the data dir.
     pub token: Option<String>,
+    /// Shared by every factory of a fleet: client secrets are derived from it (see
+    /// [`crate::ids::fleet_secret`]). `None`: random secrets, known only to this factory.
+    pub fleet_key: Option<String>,
     /// Sink settings.
     pub sink: SinkConfig,
     /// The sink section as written (secrets masked), for the startup line; empty = default sink.
@@ -252,6 +259,7 @@ impl Default for FactoryConfig {
             admin_listen: Some(SocketAddr::from(([127, 0, 0, 1], 8676))),
             data_dir: default_data_dir(),
             token: None,
+            fleet_key: None,
             sink: SinkConfig::default(),
             sink_text: String::new(),
             defaults: Config::default(),
@@ -319,6 +327,17 @@ impl FactoryConfig {
             }
             cfg.token = Some(t);
         }
+        if let Some(k) = raw.fleet_key {
+            // Whoever has the fleet key can compute every client's secret.
+            if k.len() < crate::ids::MIN_FLEET_KEY_LEN {
+                return Err(bad(format!(
+                    "fleet_key: must be at least {} characters, got {}",
+                    crate::ids::MIN_FLEET_KEY_LEN,
+                    k.len()
+                )));
+            }
+            cfg.fleet_key = Some(k);
+        }
         if let Some(s) = raw.sink {
             cfg.sink = s;
             if let Some(v) = tree.get("sink") {
@@ -381,6 +400,9 @@ impl FactoryConfig {
         if let Some(o) = self.clients.get(client_id) {
             o.apply(&mut c);
         }
+        // Not a per-client setting: the agent must know the limit it is held to, so it never
+        // builds a batch the factory refuses (issue 13, no poison batch).
+        c.max_message_bytes = u32::try_from(self.limits.max_message_bytes).unwrap_or(u32::MAX);
         c
     }
 }
@@ -410,6 +432,7 @@ const PERIODS_SHAPE: Shape = Shape::Obj(&[
     ("disk_ms", Shape::Int(u32::MAX as u64)),
     ("temp_ms", Shape::Int(u32::MAX as u64)),
     ("health_ms", Shape::Int(u32::MAX as u64)),
+    ("processes_ms", Shape::Int(u32::MAX as u64)),
 ]);
 
 const OVERRIDE_SHAPE: Shape = Shape::Obj(&[
@@ -425,6 +448,7 @@ const FILE_SHAPE: Shape = Shape::Obj(&[
     ("admin_listen", Shape::Str),
     ("data_dir", Shape::Str),
     ("token", Shape::Str),
+    ("fleet_key", Shape::Str),
     // The sink module owns its section's keys.
     ("sink", Shape::Any),
     ("defaults", OVERRIDE_SHAPE),
@@ -790,6 +814,11 @@ mod tests {
         assert_eq!(mine.periods.mem_ms, 0);
         assert_eq!(mine.periods.temp_ms, 60000);
         assert_eq!(mine.ping_interval_ms, Config::default().ping_interval_ms);
+        // Every client is told the factory's message size limit (issue 13).
+        assert_eq!(plain.max_message_bytes, 4 * 1024 * 1024);
+        let small = FactoryConfig::parse(r#"{"limits": {"max_message_bytes": 65536}}"#, "t")
+            .expect("valid");
+        assert_eq!(small.effective("", id).max_message_bytes, 65536);
     }
 
     #[test]
@@ -809,6 +838,10 @@ mod tests {
     fn bad_values_are_named() {
         assert!(err(r#"{"listen": "nowhere"}"#).contains("listen: not an address:port"));
         assert!(err(r#"{"token": "short"}"#).contains("token: must be at least 16"));
+        assert!(err(r#"{"fleet_key": "short"}"#).contains("fleet_key: must be at least 32"));
+        let key = "k".repeat(32);
+        let c = FactoryConfig::parse(&format!(r#"{{"fleet_key": "{key}"}}"#), "t").expect("valid");
+        assert_eq!(c.fleet_key.as_deref(), Some(key.as_str()));
         assert!(
             err(r#"{"defaults": {"push_interval_ms": 5}}"#).contains("defaults.push_interval_ms")
         );

@@ -1,15 +1,31 @@
-//! Client identity: random ids and secrets from the kernel's CSPRNG, and a hand-written SHA-256
-//! so that only the hash of a client's secret is ever stored.
+//! Client identity: random ids and secrets from the kernel's CSPRNG (`getrandom`), the SHA-256
+//! under which a client's secret is stored (`sha2`), and the fleet secret: with a `fleet_key`
+//! shared by every factory of a fleet, a client's secret is HMAC-SHA256(fleet_key, client id)
+//! (`hmac`), so any factory verifies any client without a shared database.
 //!
-//! The secret is 256 random bits, so a plain SHA-256 is enough to store it: there is nothing to
-//! brute-force that a slow, salted password hash would protect (those exist for low-entropy
-//! human passwords).
+//! A random secret is 256 bits, and a fleet secret is an HMAC output of the same size, so a plain
+//! SHA-256 is enough to store either: there is nothing to brute-force that a slow, salted
+//! password hash would protect (those exist for low-entropy human passwords). Every comparison of
+//! secret material is constant-time (`subtle`), so the time taken does not tell how many bytes
+//! matched.
+//!
+//! Who holds the fleet key can compute every client's secret: it is as sensitive as all the
+//! factories' inventories together, and lives only in the factories' config files.
 
-use std::io::Read;
+use hmac::{Hmac, KeyInit, Mac};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
 
-/// Fills `buf` from `/dev/urandom` (the same source `getrandom(2)` uses once the pool is ready).
+/// The shortest fleet key accepted: 32 characters (`openssl rand -hex 32` gives 64).
+pub const MIN_FLEET_KEY_LEN: usize = 32;
+
+/// Fills `buf` from the kernel's CSPRNG (`getrandom(2)`, which blocks only until the pool is
+/// initialised at boot).
 pub fn random_bytes(buf: &mut [u8]) -> std::io::Result<()> {
-    std::fs::File::open("/dev/urandom")?.read_exact(buf)
+    getrandom::fill(buf).map_err(|e| match e.raw_os_error() {
+        Some(code) => std::io::Error::from_raw_os_error(code),
+        None => std::io::Error::other(format!("getrandom: {e}")),
+    })
 }
 
 /// Lowercase hex of `bytes`.
@@ -51,93 +67,95 @@ pub fn secret_hash(secret: &str) -> String {
 
 /// Compares without an early exit, so the time taken does not tell how many bytes matched.
 pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-const K: [u32; 64] = [
-    0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5,
-    0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174,
-    0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f, 0x4a7484aa, 0x5cb0a9dc, 0x76f988da,
-    0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7, 0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967,
-    0x27b70a85, 0x2e1b2138, 0x4d2c6dfc, 0x53380d13, 0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85,
-    0xa2bfe8a1, 0xa81a664b, 0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070,
-    0x19a4c116, 0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3,
-    0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7, 0xc67178f2,
-];
-
-const H0: [u32; 8] = [
-    0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19,
-];
-
-fn compress(h: &mut [u32; 8], block: &[u8; 64]) {
-    let mut w = [0u32; 64];
-    for (i, c) in block.chunks_exact(4).enumerate() {
-        w[i] = u32::from_be_bytes([c[0], c[1], c[2], c[3]]);
-    }
-    for i in 16..64 {
-        let s0 = w[i - 15].rotate_right(7) ^ w[i - 15].rotate_right(18) ^ (w[i - 15] >> 3);
-        let s1 = w[i - 2].rotate_right(17) ^ w[i - 2].rotate_right(19) ^ (w[i - 2] >> 10);
-        w[i] = w[i - 16]
-            .wrapping_add(s0)
-            .wrapping_add(w[i - 7])
-            .wrapping_add(s1);
-    }
-    let [mut a, mut b, mut c, mut d, mut e, mut f, mut g, mut hh] = *h;
-    for i in 0..64 {
-        let s1 = e.rotate_right(6) ^ e.rotate_right(11) ^ e.rotate_right(25);
-        let ch = (e & f) ^ (!e & g);
-        let t1 = hh
-            .wrapping_add(s1)
-            .wrapping_add(ch)
-            .wrapping_add(K[i])
-            .wrapping_add(w[i]);
-        let s0 = a.rotate_right(2) ^ a.rotate_right(13) ^ a.rotate_right(22);
-        let maj = (a & b) ^ (a & c) ^ (b & c);
-        let t2 = s0.wrapping_add(maj);
-        hh = g;
-        g = f;
-        f = e;
-        e = d.wrapping_add(t1);
-        d = c;
-        c = b;
-        b = a;
-        a = t1.wrapping_add(t2);
-    }
-    for (x, y) in h.iter_mut().zip([a, b, c, d, e, f, g, hh]) {
-        *x = x.wrapping_add(y);
-    }
+    // subtle answers false at once for different lengths; lengths are not secret here.
+    a.ct_eq(b).into()
 }
 
 /// SHA-256 (FIPS 180-4) of `data`.
 pub fn sha256(data: &[u8]) -> [u8; 32] {
-    let mut h = H0;
-    let mut chunks = data.chunks_exact(64);
-    for c in &mut chunks {
-        let mut block = [0u8; 64];
-        block.copy_from_slice(c);
-        compress(&mut h, &block);
+    Sha256::digest(data).into()
+}
+
+/// The fleet secret of `client_id`: hex HMAC-SHA256 keyed with the fleet key's bytes. `None`
+/// only if the HMAC refused the key, which it does for no length (a longer key is hashed first).
+pub fn fleet_secret(fleet_key: &str, client_id: &str) -> Option<String> {
+    Some(hex(&fleet_mac(fleet_key, client_id)?
+        .finalize()
+        .into_bytes()))
+}
+
+fn fleet_mac(fleet_key: &str, client_id: &str) -> Option<Hmac<Sha256>> {
+    // No fallback key: a MAC we cannot key verifies nothing (fail closed).
+    let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(fleet_key.as_bytes()).ok()?;
+    mac.update(client_id.as_bytes());
+    Some(mac)
+}
+
+/// Is `presented` the fleet secret of `client_id` under `fleet_key`? Constant-time.
+pub fn is_fleet_secret(fleet_key: &str, client_id: &str, presented: &str) -> bool {
+    match (unhex(presented), fleet_mac(fleet_key, client_id)) {
+        (Some(code), Some(mac)) => mac.verify_slice(&code).is_ok(),
+        _ => false,
     }
-    // Padding: 0x80, zeros, then the message length in bits as a big-endian u64; one or two blocks.
-    let rest = chunks.remainder();
-    let mut tail = [0u8; 128];
-    tail[..rest.len()].copy_from_slice(rest);
-    tail[rest.len()] = 0x80;
-    let len = if rest.len() < 56 { 64 } else { 128 };
-    let bits = (data.len() as u64).wrapping_mul(8);
-    tail[len - 8..len].copy_from_slice(&bits.to_be_bytes());
-    for c in tail[..len].chunks_exact(64) {
-        let mut block = [0u8; 64];
-        block.copy_from_slice(c);
-        compress(&mut h, &block);
+}
+
+/// The secret a newly enrolled client gets: its fleet secret when the factory has a fleet key,
+/// else 256 random bits.
+pub fn enrollment_secret(fleet_key: Option<&str>, client_id: &str) -> std::io::Result<String> {
+    match fleet_key {
+        Some(k) => fleet_secret(k, client_id)
+            .ok_or_else(|| std::io::Error::other("HMAC-SHA256 refused the fleet key")),
+        None => new_secret(),
     }
-    let mut out = [0u8; 32];
-    for (o, v) in out.chunks_exact_mut(4).zip(h) {
-        o.copy_from_slice(&v.to_be_bytes());
+}
+
+/// A new client's id and secret (see [`enrollment_secret`]).
+pub fn new_identity(fleet_key: Option<&str>) -> std::io::Result<(String, String)> {
+    let id = new_client_id()?;
+    let secret = enrollment_secret(fleet_key, &id)?;
+    Ok((id, secret))
+}
+
+/// Does `presented` prove `client_id`? Either it hashes to the stored hash (`stored_hash`, when
+/// this factory has a record: every client enrolled before the fleet key keeps working), or it
+/// is the client's fleet secret (any factory of the fleet, record or not).
+pub fn secret_valid(
+    stored_hash: Option<&str>,
+    fleet_key: Option<&str>,
+    client_id: &str,
+    presented: &str,
+) -> bool {
+    let stored = stored_hash
+        .is_some_and(|h| constant_time_eq(secret_hash(presented).as_bytes(), h.as_bytes()));
+    let fleet = fleet_key.is_some_and(|k| is_fleet_secret(k, client_id, presented));
+    stored | fleet
+}
+
+/// The secret to send a known client with its welcome back: its fleet secret when the factory
+/// has a fleet key and the client proved itself with another secret (it was enrolled before the
+/// key), so that from then on every factory of the fleet knows it; else none (empty: keep yours).
+/// The agent stores a secret it is sent, as at enrollment. Its old secret keeps working at this
+/// factory (the stored hash is not replaced), so an agent that failed to store the new one is
+/// not locked out.
+pub fn fleet_rekey(fleet_key: Option<&str>, client_id: &str, presented: &str) -> String {
+    match fleet_key {
+        Some(k) if !is_fleet_secret(k, client_id, presented) => {
+            fleet_secret(k, client_id).unwrap_or_default()
+        }
+        _ => String::new(),
     }
-    out
+}
+
+/// The bytes of an even-length hex string (either case), or `None`.
+fn unhex(s: &str) -> Option<Vec<u8>> {
+    if s.len() % 2 != 0 {
+        return None;
+    }
+    let digit = |c: u8| (c as char).to_digit(16);
+    s.as_bytes()
+        .chunks_exact(2)
+        .map(|p| Some((digit(p[0])? * 16 + digit(p[1])?) as u8))
+        .collect()
 }
 
 #[cfg(test)]
@@ -200,6 +218,76 @@ mod tests {
         assert_eq!(new_secret().expect("urandom").len(), 64);
         assert!(!is_client_id("ABCDEF0123456789abcdef0123456789"));
         assert!(!is_client_id("abc"));
+    }
+
+    // RFC 4231 test cases 1 and 2 (HMAC-SHA-256).
+    #[test]
+    fn hmac_sha256_rfc4231_vectors() {
+        let key = String::from_utf8(vec![0x0b; 20]).expect("ascii");
+        assert_eq!(
+            fleet_secret(&key, "Hi There").as_deref(),
+            Some("b0344c61d8db38535ca8afceaf0bf12b881dc200c9833da726e9376c2e32cff7")
+        );
+        assert_eq!(
+            fleet_secret("Jefe", "what do ya want for nothing?").as_deref(),
+            Some("5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843")
+        );
+    }
+
+    #[test]
+    fn fleet_secrets_verify_only_under_their_key_and_id() {
+        let key = "fleet-key-0123456789abcdef0123456789abcdef";
+        let id = "0123456789abcdef0123456789abcdef";
+        let s = fleet_secret(key, id).expect("any key length");
+        assert_eq!(s.len(), 64);
+        assert!(is_fleet_secret(key, id, &s));
+        assert!(is_fleet_secret(key, id, &s.to_uppercase()));
+        assert!(!is_fleet_secret(
+            "another-fleet-key-0123456789abcdef",
+            id,
+            &s
+        ));
+        assert!(!is_fleet_secret(
+            key,
+            "ffffffffffffffffffffffffffffffff",
+            &s
+        ));
+        assert!(!is_fleet_secret(key, id, &s[..62]));
+        assert!(!is_fleet_secret(key, id, "zz"));
+        assert!(!is_fleet_secret(key, id, ""));
+        assert_eq!(enrollment_secret(Some(key), id).expect("derived"), s);
+        let random = enrollment_secret(None, id).expect("random");
+        assert_eq!(random.len(), 64);
+        assert_ne!(random, s);
+    }
+
+    #[test]
+    fn a_secret_is_valid_through_the_stored_hash_or_the_fleet_key() {
+        let key = "fleet-key-0123456789abcdef0123456789abcdef";
+        let id = "0123456789abcdef0123456789abcdef";
+        let old = new_secret().expect("random");
+        let stored = secret_hash(&old);
+        // Enrolled before the fleet key: the stored hash, with or without a key now.
+        assert!(secret_valid(Some(&stored), None, id, &old));
+        assert!(secret_valid(Some(&stored), Some(key), id, &old));
+        // That secret means nothing to a factory without the record.
+        assert!(!secret_valid(None, Some(key), id, &old));
+        // A fleet secret: valid anywhere the key is, record or not.
+        let fleet = fleet_secret(key, id).expect("any key length");
+        assert!(secret_valid(None, Some(key), id, &fleet));
+        assert!(secret_valid(Some(&stored), Some(key), id, &fleet));
+        assert!(!secret_valid(Some(&stored), None, id, &fleet));
+        assert!(!secret_valid(None, None, id, &fleet));
+    }
+
+    #[test]
+    fn only_a_client_without_its_fleet_secret_is_rekeyed() {
+        let key = "fleet-key-0123456789abcdef0123456789abcdef";
+        let id = "0123456789abcdef0123456789abcdef";
+        let fleet = fleet_secret(key, id).expect("any key length");
+        assert_eq!(fleet_rekey(Some(key), id, "an-old-random-secret"), fleet);
+        assert_eq!(fleet_rekey(Some(key), id, &fleet), "");
+        assert_eq!(fleet_rekey(None, id, "an-old-random-secret"), "");
     }
 
     #[test]

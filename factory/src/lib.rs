@@ -11,7 +11,8 @@
 //! - [`inventory`]: the fjall-backed client inventory.
 //! - [`admin`]: the admin HTTP listener (`/clients`, `/metrics`) and its CLI client.
 //! - [`metrics`]: atomic counters, Prometheus text.
-//! - [`ids`]: random ids and secrets, SHA-256.
+//! - [`fleet`]: the fleet-wide inventory measurement (`autofact_client`) written to the sink.
+//! - [`ids`]: random ids and secrets, SHA-256, fleet secrets (HMAC-SHA256 under the fleet key).
 //! - [`sink`]: where facts go (InfluxDB or a file).
 //! - [`log`]: log lines.
 //! - [`error`]: the crate's error type.
@@ -22,6 +23,7 @@ pub mod admin;
 pub mod clock;
 pub mod config;
 pub mod error;
+pub mod fleet;
 pub mod ids;
 pub mod inventory;
 pub mod log;
@@ -61,6 +63,13 @@ pub async fn run(
             None => Ok(()),
         }
     };
-    let (a, b) = smol::future::zip(factory.serve(listener, shutdown), admin).await;
+    // The fleet inventory loop ends with the sessions (on the same stop signal).
+    let port = listener.get_ref().local_addr().map_or(0, |a| a.port());
+    let fleet = fleet::run(factory.shared.clone(), fleet::factory_name(port));
+    let ((a, b), ()) = smol::future::zip(
+        smol::future::zip(factory.serve(listener, shutdown), admin),
+        fleet,
+    )
+    .await;
     a.and(b)
 }

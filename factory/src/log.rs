@@ -1,7 +1,12 @@
 //! Log lines on stderr with a UTC timestamp; per-batch lines on stdout. A global level set once
 //! by `main` (`--quiet`, `--verbose`) so that every module can log without carrying a handle.
+//! Two limiters keep floods out of the log: [`RateLimit`] (lines per second, for rejections) and
+//! [`Repeats`] (each reason once per window with a count of its repeats, for warnings that
+//! recur: a store refusing lines, a full disk, a failing store; use [`warn_repeated!`](crate::warn_repeated)).
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// No per-batch lines.
@@ -121,6 +126,124 @@ pub fn limited(msg: std::fmt::Arguments<'_>) {
     }
 }
 
+/// Warnings that repeat for the same reason (a store refusing lines, a full disk, a poisoned
+/// store): each reason is logged the first time, then at most once per window, that line saying
+/// how many more happened since. Keys are the reason with its variable parts taken out (see
+/// [`reason_key`]); at most [`Repeats::MAX_KEYS`] are remembered.
+pub struct Repeats {
+    window_secs: u64,
+    seen: Mutex<BTreeMap<String, Seen>>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Seen {
+    /// When the last line for this key was written (unix seconds).
+    logged_at: u64,
+    /// Occurrences since, not logged yet.
+    unlogged: u64,
+}
+
+impl Repeats {
+    /// Reasons remembered at once; past that the oldest quiet ones are forgotten.
+    pub const MAX_KEYS: usize = 1024;
+
+    /// One line per reason per `window_secs`.
+    pub const fn new(window_secs: u64) -> Repeats {
+        Repeats {
+            window_secs,
+            seen: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    /// At unix second `now`, `n` occurrences of `key`: `Some(earlier)` when a line is due (the
+    /// first for the key, or the first after the window), `earlier` being how many occurrences
+    /// were only counted since the last line; `None` when this one is only counted.
+    pub fn admit(&self, key: &str, n: u64, now: u64) -> Option<u64> {
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(s) = seen.get_mut(key) {
+            if now.saturating_sub(s.logged_at) < self.window_secs {
+                s.unlogged += n;
+                return None;
+            }
+            let earlier = s.unlogged;
+            *s = Seen {
+                logged_at: now,
+                unlogged: 0,
+            };
+            return Some(earlier);
+        }
+        if seen.len() >= Repeats::MAX_KEYS {
+            let window = self.window_secs;
+            seen.retain(|_, s| now.saturating_sub(s.logged_at) < window || s.unlogged > 0);
+            if seen.len() >= Repeats::MAX_KEYS {
+                seen.clear();
+            }
+        }
+        seen.insert(
+            key.to_string(),
+            Seen {
+                logged_at: now,
+                unlogged: 0,
+            },
+        );
+        Some(0)
+    }
+
+    /// Writes `msg` as a warning when [`Repeats::admit`] says a line is due, with the count of
+    /// the occurrences only counted since the last one.
+    pub fn warn(&self, key: &str, n: u64, msg: std::fmt::Arguments<'_>) {
+        if let Some(earlier) = self.admit(key, n, unix_now()) {
+            if earlier > 0 {
+                line(
+                    "WARN",
+                    format_args!(
+                        "{msg} (and {earlier} more for this reason since its last line; one line per {} s)",
+                        self.window_secs
+                    ),
+                );
+            } else {
+                line("WARN", msg);
+            }
+        }
+    }
+}
+
+/// A reason with its variable parts taken out, so repeats of one cause share a key: quoted
+/// text (`'...'`, the line a parser refused) becomes `'…'` and digits become `#`.
+pub fn reason_key(reason: &str) -> String {
+    let mut out = String::with_capacity(reason.len().min(200));
+    let mut in_quote = false;
+    for c in reason.chars() {
+        if c == '\'' {
+            if !in_quote {
+                out.push_str("'…'");
+            }
+            in_quote = !in_quote;
+        } else if in_quote {
+            continue;
+        } else if c.is_ascii_digit() {
+            if !out.ends_with('#') {
+                out.push('#');
+            }
+        } else {
+            out.push(c);
+        }
+        if out.len() >= 200 {
+            break;
+        }
+    }
+    out
+}
+
+/// Logs a warning at most once per window of `$repeats` ([`Repeats`]) for `$key`, counting `$n`
+/// occurrences.
+#[macro_export]
+macro_rules! warn_repeated {
+    ($repeats:expr, $key:expr, $n:expr, $($a:tt)*) => {
+        $repeats.warn($key, $n, format_args!($($a)*))
+    };
+}
+
 /// Logs a rejection, rate-limited (see [`limited`]).
 #[macro_export]
 macro_rules! info_limited {
@@ -150,6 +273,49 @@ mod tests {
         assert_eq!(r.admit(101), (true, 0), "reported once");
         assert_eq!(r.admit(101), (true, 0));
         assert_eq!(r.admit(101), (false, 0));
+    }
+
+    #[test]
+    fn repeats_log_each_reason_once_per_window_with_a_count() {
+        let r = super::Repeats::new(60);
+        assert_eq!(r.admit("full", 1, 1000), Some(0), "first line");
+        assert_eq!(r.admit("full", 5, 1001), None);
+        assert_eq!(
+            r.admit("other", 1, 1002),
+            Some(0),
+            "another reason has its own line"
+        );
+        assert_eq!(r.admit("full", 1, 1059), None);
+        assert_eq!(
+            r.admit("full", 2, 1060),
+            Some(6),
+            "the window passed: 6 counted meanwhile"
+        );
+        assert_eq!(r.admit("full", 1, 1061), None);
+        // Bounded: a flood of distinct keys never grows the map past its cap.
+        for i in 0..(super::Repeats::MAX_KEYS as u64 * 2) {
+            assert_eq!(r.admit(&format!("k{i}"), 1, 2000), Some(0));
+        }
+        assert!(r.seen.lock().expect("lock").len() <= super::Repeats::MAX_KEYS);
+    }
+
+    #[test]
+    fn reason_keys_ignore_the_quoted_line_and_counts() {
+        let a = super::reason_key(
+            "partial write: unable to parse 'm v= 1': missing field value dropped=0",
+        );
+        let b = super::reason_key(
+            "partial write: unable to parse 'cpu x= 22': missing field value dropped=0",
+        );
+        assert_eq!(a, b);
+        assert_eq!(
+            a,
+            "partial write: unable to parse '…': missing field value dropped=#"
+        );
+        assert_ne!(
+            super::reason_key("field type conflict: input field \"v\" on measurement \"m\""),
+            super::reason_key("field type conflict: input field \"w\" on measurement \"m\"")
+        );
     }
 
     #[test]

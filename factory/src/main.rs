@@ -16,13 +16,19 @@ autofactory: the autofact factory
 usage:
   autofactory run [--config FILE] [--listen ADDR] [--admin-listen ADDR|''] [--data-dir DIR]
                   [--quiet] [--verbose]
-  autofactory clients [--admin ADDR]
+  autofactory clients [--admin ADDR[,ADDR...]]...
+  autofactory replay [--config FILE] [--data-dir DIR] [--timeout SECS] DEAD-LETTER-FILE...
   autofactory --help | --version
 
 run        accept agents (default listen 0.0.0.0:8675, admin 127.0.0.1:8676); without --config,
            safe defaults: data in ./autofactory-data (or $STATE_DIRECTORY), the file sink, and a
            generated enrollment token stored in the data dir. SIGHUP re-reads the config.
-clients    print the inventory of a running factory (default --admin 127.0.0.1:8676)
+clients    print the inventory of a running factory (default --admin 127.0.0.1:8676); with
+           several --admin (or a comma list), of every factory of a fleet, merged by client id
+replay     write dead-letter files (<data dir>/dead-letters/*.lp, lines the store refused) to the
+           configured sink again, once the cause is fixed; lines still refused are dead-lettered
+           again; each file is renamed FILE.replayed when done (--timeout: give up after SECS,
+           default 120, if the store does not take the lines)
 --quiet    no line per batch;  --verbose: also print the points
 ";
 
@@ -73,42 +79,123 @@ fn main() -> ExitCode {
             run(flags)
         }
         Ok(Some(cmd)) if cmd == "clients" => {
-            let addr: String = match args.opt_value_from_str("--admin") {
-                Ok(a) => a.unwrap_or_else(|| autofactory::config::DEFAULT_ADMIN_LISTEN.to_string()),
+            let given: Vec<String> = match args.values_from_str("--admin") {
+                Ok(a) => a,
                 Err(e) => return usage_error(e),
             };
+            let mut addrs: Vec<String> = given
+                .iter()
+                .flat_map(|a| a.split(','))
+                .map(str::trim)
+                .filter(|a| !a.is_empty())
+                .map(String::from)
+                .collect();
+            if addrs.is_empty() {
+                addrs.push(autofactory::config::DEFAULT_ADMIN_LISTEN.to_string());
+            }
             if let Some(rest) = args.finish().first() {
                 return usage_error(format!("unexpected argument {rest:?}"));
             }
-            clients(&addr)
+            clients(&addrs)
+        }
+        Ok(Some(cmd)) if cmd == "replay" => {
+            let flags = (|| -> Result<_, pico_args::Error> {
+                Ok((
+                    args.opt_value_from_str::<_, PathBuf>("--config")?,
+                    args.opt_value_from_str::<_, PathBuf>("--data-dir")?,
+                    args.opt_value_from_str::<_, String>("--timeout")?,
+                ))
+            })();
+            let (config, data_dir, timeout) = match flags {
+                Ok(f) => f,
+                Err(e) => return usage_error(e),
+            };
+            let timeout = match timeout.map(|t| t.parse::<u64>().map_err(|_| t)).transpose() {
+                Ok(t) => t,
+                Err(t) => return usage_error(format!("--timeout: not a number of seconds: {t:?}")),
+            };
+            let files: Vec<PathBuf> = args.finish().into_iter().map(PathBuf::from).collect();
+            if files.is_empty() {
+                return usage_error(
+                    "replay: which dead-letter file? (e.g. <data dir>/dead-letters/2026-12-06.lp)",
+                );
+            }
+            if let Some(f) = files.iter().find(|f| f.to_string_lossy().starts_with('-')) {
+                return usage_error(format!("replay: unknown flag {f:?}"));
+            }
+            replay(config, data_dir, timeout.unwrap_or(120), &files)
         }
         Ok(Some(cmd)) => usage_error(format!("unknown command {cmd:?}")),
-        Ok(None) => usage_error("missing command: run or clients"),
+        Ok(None) => usage_error("missing command: run, clients or replay"),
         Err(e) => usage_error(e),
     }
 }
 
-fn clients(addr: &str) -> ExitCode {
-    use nanoserde::DeJson;
-    let body = match admin::http_get(addr, "/clients") {
-        Ok(b) => b,
-        Err(e) => {
-            eprintln!("autofactory: {e} (is the factory running? its admin address is set by admin_listen)");
-            return ExitCode::from(1);
-        }
+/// Prints the merged inventory of the factories at `addrs`. A factory that does not answer is
+/// named on stderr and left out; the exit status is 1 only when none answered.
+fn clients(addrs: &[String]) -> ExitCode {
+    let (docs, failed) = admin::fetch_clients(addrs);
+    for (addr, e) in &failed {
+        eprintln!("autofactory: {addr}: {e} (is the factory running? its admin address is set by admin_listen)");
+    }
+    if docs.is_empty() {
+        return ExitCode::from(1);
+    }
+    if !failed.is_empty() {
+        eprintln!(
+            "autofactory: {} of {} factories answered; the table shows only theirs",
+            docs.len(),
+            addrs.len()
+        );
+    }
+    print!("{}", admin::clients_table(&admin::merge_clients(docs)));
+    ExitCode::SUCCESS
+}
+
+/// `autofactory replay`: each file in turn through the configured sink; exit 1 at the first
+/// that fails (the others are left as they are).
+fn replay(
+    config: Option<PathBuf>,
+    data_dir: Option<PathBuf>,
+    timeout_secs: u64,
+    files: &[PathBuf],
+) -> ExitCode {
+    let mut cfg = match &config {
+        Some(p) => match FactoryConfig::load(p) {
+            Ok(c) => c,
+            Err(e) => return usage_error(e),
+        },
+        None => FactoryConfig::default(),
     };
-    match admin::ClientsDoc::deserialize_json(&body) {
-        Ok(doc) => {
-            print!("{}", admin::clients_table(&doc));
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!(
-                "autofactory: {addr}/clients answered something that is not the inventory: {e:?}"
-            );
-            ExitCode::from(1)
+    if let Some(d) = data_dir {
+        cfg.data_dir = d;
+    }
+    for file in files {
+        match autofactory::sink::replay::replay(
+            &cfg.sink,
+            &cfg.data_dir,
+            file,
+            std::time::Duration::from_secs(timeout_secs),
+        ) {
+            Ok(s) => println!(
+                "autofactory: replayed {} lines from {}: {} written, {} refused again (kept in {}); the file is now {}",
+                s.lines,
+                file.display(),
+                s.written,
+                s.refused,
+                s.dead_dir.display(),
+                s.kept.display()
+            ),
+            Err(autofactory::sink::replay::ReplayError::Sink(e @ autofactory::sink::SinkError::Config(_))) => {
+                return usage_error(e)
+            }
+            Err(e) => {
+                eprintln!("autofactory: replay: {e}");
+                return ExitCode::from(1);
+            }
         }
     }
+    ExitCode::SUCCESS
 }
 
 /// Flags and file -> validated config; every failure is a usage error (exit 2).

@@ -1,7 +1,9 @@
 //! The factory's own counters (lock-free atomics), rendered as Prometheus text for `GET /metrics`.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 
 /// Why a connection was refused or dropped; one `rejected_connections_total` series each.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,15 +105,50 @@ pub struct Metrics {
     pub sink_errors: AtomicU64,
     /// Sink write retries.
     pub sink_retries: AtomicU64,
-    /// Points the sink refused as poison (InfluxDB 400) and dropped.
-    pub points_dropped_by_sink: AtomicU64,
+    /// Points the store refused for good, kept in the dead-letter files (all clients).
+    pub points_dead_lettered: AtomicU64,
+    /// Clients enrolled because their id came from a second installation (a clone).
+    pub clones_enrolled: AtomicU64,
+    /// Batches that opened a new dedup window (a buffer epoch other than the last acked one).
+    pub epochs_started: AtomicU64,
+    /// Clients whose points carry a host tag made unique (their hostname was taken).
+    pub host_tags_made_unique: AtomicU64,
+    /// Inventory writes that failed (full or failing disk); the records are kept and retried.
+    pub inventory_write_errors: AtomicU64,
+    /// Times the inventory store was reopened after a failure.
+    pub inventory_reopens: AtomicU64,
+    /// Records changed in memory and not yet written to the store (gauge).
+    pub inventory_unsaved: AtomicU64,
     rejected: [AtomicU64; 13],
+    /// Dead-lettered points per client id; only clients with refusals have an entry.
+    dead_lettered: Mutex<BTreeMap<String, u64>>,
 }
 
 impl Metrics {
     /// Counts one rejected or dropped connection.
     pub fn reject(&self, reason: Reason) {
         self.rejected[reason.index()].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts `n` points of `client` written to a dead-letter file.
+    pub fn dead_lettered(&self, client: &str, n: u64) {
+        self.points_dead_lettered.fetch_add(n, Ordering::Relaxed);
+        *self
+            .dead_lettered
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(client.to_string())
+            .or_default() += n;
+    }
+
+    /// Dead-lettered points of `client` so far.
+    pub fn dead_lettered_of(&self, client: &str) -> u64 {
+        self.dead_lettered
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(client)
+            .copied()
+            .unwrap_or(0)
     }
 
     /// Rejections so far for `reason`.
@@ -211,12 +248,62 @@ impl Metrics {
             "Sink write retries.",
             &self.sink_retries,
         );
+        let _ = writeln!(out, "# HELP autofactory_dead_lettered_points_total Points the store refused, kept in the dead-letter files, by client.");
+        let _ = writeln!(out, "# TYPE autofactory_dead_lettered_points_total counter");
+        for (client, n) in self
+            .dead_lettered
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+        {
+            // Client ids are hex (or "-"); escaped anyway, as the text format asks.
+            let client = client.replace('\\', "\\\\").replace('"', "\\\"");
+            let _ = writeln!(
+                out,
+                "autofactory_dead_lettered_points_total{{client=\"{client}\"}} {n}"
+            );
+        }
         g(
             &mut out,
-            "points_dropped_by_sink_total",
+            "clones_enrolled_total",
             "counter",
-            "Points refused by the store as malformed.",
-            &self.points_dropped_by_sink,
+            "Clients enrolled as new because their id came from a second installation.",
+            &self.clones_enrolled,
+        );
+        g(
+            &mut out,
+            "epochs_started_total",
+            "counter",
+            "Batches that started a new dedup window (a new buffer epoch).",
+            &self.epochs_started,
+        );
+        g(
+            &mut out,
+            "host_tags_made_unique_total",
+            "counter",
+            "Clients given a host tag made unique because another client holds their hostname.",
+            &self.host_tags_made_unique,
+        );
+        g(
+            &mut out,
+            "inventory_write_errors_total",
+            "counter",
+            "Inventory writes that failed; the records are kept in memory and retried.",
+            &self.inventory_write_errors,
+        );
+        g(
+            &mut out,
+            "inventory_reopens_total",
+            "counter",
+            "Times the inventory store was reopened after a failure.",
+            &self.inventory_reopens,
+        );
+        g(
+            &mut out,
+            "inventory_unsaved_records",
+            "gauge",
+            "Inventory records changed in memory and not yet written to disk.",
+            &self.inventory_unsaved,
         );
         let _ = writeln!(out, "# HELP autofactory_rejected_connections_total Connections refused or dropped, by reason.");
         let _ = writeln!(out, "# TYPE autofactory_rejected_connections_total counter");
@@ -250,5 +337,19 @@ mod tests {
         );
         assert!(text.contains("autofactory_rejected_connections_total{reason=\"busy\"} 0\n"));
         assert!(text.contains("autofactory_points_written_total 7\n"));
+        m.dead_lettered("c1", 2);
+        m.dead_lettered("c1", 1);
+        m.dead_lettered("c\"2", 4);
+        let text = m.render();
+        assert!(text.contains("autofactory_dead_lettered_points_total{client=\"c1\"} 3\n"));
+        assert!(text.contains("autofactory_dead_lettered_points_total{client=\"c\\\"2\"} 4\n"));
+        assert_eq!(m.points_dead_lettered.load(Ordering::Relaxed), 7);
+        m.clones_enrolled.fetch_add(1, Ordering::Relaxed);
+        m.inventory_unsaved.store(3, Ordering::Relaxed);
+        let text = m.render();
+        assert!(text.contains("autofactory_clones_enrolled_total 1\n"));
+        assert!(text.contains("# TYPE autofactory_inventory_unsaved_records gauge\n"));
+        assert!(text.contains("autofactory_inventory_unsaved_records 3\n"));
+        assert!(text.contains("autofactory_inventory_write_errors_total 0\n"));
     }
 }

@@ -18,6 +18,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
+/// How often unsaved inventory records are retried (and a failed store reopened).
+const INVENTORY_RETRY: Duration = Duration::from_secs(2);
+
 /// How long shutdown waits for in-flight sink writes before it stops the sink anyway.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -31,9 +34,10 @@ pub type WriteFuture =
 
 /// Where facts go. Implemented by [`crate::sink::Sink`]; tests substitute an in-memory one.
 pub trait FactSink: Send + Sync + 'static {
-    /// Resolves once `lines` are durable; waits while the store is failing; an error only when
-    /// the sink has shut down.
-    fn write(&self, lines: String, points: usize) -> WriteFuture;
+    /// Resolves once `lines` (from client `client`) are durable -- written, or refused by the
+    /// store and kept as dead letters under `client`; waits while the store is failing; an
+    /// error only when the sink has shut down.
+    fn write(&self, client: &str, lines: String, points: usize) -> WriteFuture;
     /// Drains in-flight writes, then stops.
     fn shutdown(&self);
     /// Where the facts go, for the startup line.
@@ -43,10 +47,10 @@ pub trait FactSink: Send + Sync + 'static {
 }
 
 impl FactSink for crate::sink::Sink {
-    fn write(&self, lines: String, points: usize) -> WriteFuture {
-        let sink = self.clone();
+    fn write(&self, client: &str, lines: String, points: usize) -> WriteFuture {
+        let (sink, client) = (self.clone(), client.to_string());
         Box::pin(async move {
-            sink.write(lines, points)
+            sink.write(&client, lines, points)
                 .await
                 .map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)
         })
@@ -86,6 +90,8 @@ pub(crate) struct Shared {
     pub inventory: Inventory,
     pub sink: Arc<dyn FactSink>,
     pub metrics: Arc<Metrics>,
+    /// What batches say for the fleet inventory measurement (see [`crate::fleet`]).
+    pub fleet: crate::fleet::Observed,
     pub sessions: Mutex<HashMap<String, SessionEntry>>,
     pub next_conn: AtomicU64,
     /// Dropped (set to None) to tell every session to stop: their receivers then fail.
@@ -167,8 +173,8 @@ impl Factory {
                 metrics.clone(),
             )?),
         };
-        let opened =
-            Inventory::open(&cfg.data_dir).and_then(|inv| resolve_token(&cfg).map(|t| (inv, t)));
+        let opened = Inventory::open_with(&cfg.data_dir, metrics.clone())
+            .and_then(|inv| resolve_token(&cfg).map(|t| (inv, t)));
         let (inventory, (token, generated)) = match opened {
             Ok(x) => x,
             Err(e) => {
@@ -198,6 +204,7 @@ impl Factory {
                 inventory,
                 sink,
                 metrics,
+                fleet: Default::default(),
                 sessions: Mutex::new(HashMap::new()),
                 next_conn: AtomicU64::new(1),
                 stop_tx: Mutex::new(Some(stop_tx)),
@@ -359,8 +366,19 @@ impl Factory {
                 self.accepted(&executor, stream, peer, alive_tx.clone());
             }
         };
+        // The inventory's disk may fail (full, read-only): what could not be written is
+        // retried here until it is, so no restart is ever needed for it.
+        let retry_inventory = async {
+            loop {
+                smol::Timer::after(INVENTORY_RETRY).await;
+                if shared.inventory.unsaved() > 0 {
+                    let s = shared.clone();
+                    smol::unblock(move || s.inventory.retry()).await;
+                }
+            }
+        };
         let stop_rx = shared.stop_rx.clone();
-        smol::future::or(accept, async {
+        smol::future::or(smol::future::or(accept, retry_inventory), async {
             smol::future::or(shutdown, async {
                 let _ = stop_rx.recv().await;
             })
@@ -404,7 +422,19 @@ impl Factory {
             }
         })
         .await;
-        shared.inventory.persist()?;
+        if let Err(e) = smol::unblock({
+            let s = shared.clone();
+            move || s.inventory.persist()
+        })
+        .await
+        {
+            // Not a reason to fail the shutdown: enrollments are durable already; what is lost
+            // is last-seen and last-acked updates, so at worst a batch is written twice.
+            crate::warn!(
+                "shutdown: {} inventory record(s) not saved: {e}",
+                shared.inventory.unsaved()
+            );
+        }
         crate::info!("shutdown complete");
         Ok(())
     }

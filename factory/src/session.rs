@@ -1,10 +1,20 @@
 //! One agent connection, as a state machine: websocket upgrade -> Hello (within the handshake
 //! timeout) -> Welcome or Reject -> Batches, each written to the sink and then acknowledged.
 //!
+//! Identity (DESIGN.md, Identity): a client is its id plus its installation. A known id with
+//! its valid secret from a second installation (a cloned SD card, a restored backup) is
+//! enrolled as a new client; the first installation keeps the id. A first-release agent sends
+//! no installation and is served as before.
+//!
+//! Dedup is on (client, epoch, seq): the factory keeps the last acknowledged (epoch, seq) per
+//! client; a batch of the same epoch at or below it was written already (its ack was lost) and
+//! is acked again; a batch of another epoch (a new buffer) starts a new window and is written.
+//! First-release agents send epoch 0: one window, seq-only dedup as before.
+//!
 //! A small window of batches may be in the sink at once (`max_inflight_batches`); acks go out
-//! in seq order as writes become durable. When the window is full the session stops reading
-//! from the socket, so a slow or failing sink pushes back on agents (which keep their batches
-//! on disk) instead of growing the factory's memory.
+//! in arrival order as writes become durable, each naming its batch's epoch. When the window
+//! is full the session stops reading from the socket, so a slow or failing sink pushes back on
+//! agents (which keep their batches on disk) instead of growing the factory's memory.
 
 use crate::inventory::ClientRecord;
 use crate::metrics::Reason;
@@ -13,7 +23,10 @@ use crate::transport::{self, Incoming, Ws};
 use async_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use async_tungstenite::tungstenite::Message as WsMessage;
 use autofact_fbs::lineproto::{write_snapshot, Tags};
-use autofact_fbs::{Ack, Batch, Config, Hello, Message, RejectCode, Welcome, PROTOCOL_VERSION};
+use autofact_fbs::{
+    Ack, Batch, BufferState, ClockSync, Config, ConfigStatus, Hello, Message, RejectCode, Welcome,
+    PROTOCOL_VERSION,
+};
 use smol::future::{or, pending};
 use smol::{Async, Timer};
 use std::collections::VecDeque;
@@ -219,11 +232,8 @@ pub(crate) async fn run(
         }
     };
     let id = record.id.clone();
-    let hostname = if hello.hostname.is_empty() {
-        id.clone()
-    } else {
-        hello.hostname.clone()
-    };
+    let hostname = record.name().to_string();
+    let host_tag = record.tag().to_string();
 
     // Register before the Welcome so a reload from now on reaches this session; the Config is
     // computed under the same lock so it cannot miss a reload that happens meanwhile.
@@ -256,24 +266,32 @@ pub(crate) async fn run(
     });
     if transport::send(&mut ws, &welcome).await.is_ok() {
         crate::info!(
-            "{} {hostname} ({id}) from {peer}, agent {}, last acked seq {}",
+            "{} {hostname} ({id}) from {peer}, agent {}, last acked epoch {:016x} seq {}{}",
             if welcome_back {
                 "welcome back"
             } else {
                 "enrolled"
             },
             hello.agent_version,
-            record.last_acked_seq
+            record.epoch,
+            record.last_acked_seq,
+            if host_tag == hostname {
+                String::new()
+            } else {
+                format!(", host tag {host_tag}")
+            }
         );
+        let last = (record.epoch, record.last_acked_seq);
         let mut live = Live {
             shared,
             ws: &mut ws,
             peer,
             id: &id,
             hostname: &hostname,
+            host_tag: &host_tag,
             hello: &hello,
-            acked: record.last_acked_seq,
-            accepted: record.last_acked_seq,
+            acked: last,
+            accepted: last,
             inflight: Window::default(),
             agent_ping: config.ping_interval_ms,
         };
@@ -304,6 +322,7 @@ async fn authenticate(
         )));
     }
     let now = crate::log::unix_now();
+    let fleet_key = shared.config().fleet_key.clone();
     if h.client_id.is_empty() {
         if !crate::ids::constant_time_eq(h.token.as_bytes(), shared.token().as_bytes()) {
             return Err(Some(refusal(
@@ -312,31 +331,7 @@ async fn authenticate(
                 "wrong enrollment token",
             )));
         }
-        let (id, secret) = match (crate::ids::new_client_id(), crate::ids::new_secret()) {
-            (Ok(i), Ok(s)) => (i, s),
-            (Err(e), _) | (_, Err(e)) => {
-                crate::warn!("cannot enroll {peer}: /dev/urandom: {e}");
-                return Err(None);
-            }
-        };
-        let mut rec = ClientRecord {
-            id,
-            first_seen: now,
-            secret_hash: crate::ids::secret_hash(&secret),
-            ..Default::default()
-        };
-        fill(&mut rec, h, peer, now);
-        // fsync'd before the Welcome: a client must never hold an id the factory forgot.
-        let inv = shared.clone();
-        let r = rec.clone();
-        if let Err(e) = smol::unblock(move || inv.inventory.enroll(r)).await {
-            crate::warn!("cannot enroll {peer}: {e}");
-            return Err(None);
-        }
-        shared
-            .metrics
-            .clients_enrolled
-            .fetch_add(1, Ordering::Relaxed);
+        let (rec, secret) = enroll(shared, h, peer, now, "").await?;
         return Ok((rec, secret, false));
     }
     if !crate::ids::is_client_id(&h.client_id) {
@@ -346,7 +341,28 @@ async fn authenticate(
             "client id is not 32 lowercase hex digits",
         )));
     }
-    let Some(rec) = shared.inventory.get(&h.client_id) else {
+    let known = shared.inventory.get(&h.client_id);
+    let stored = known.as_ref().map(|r| r.secret_hash.as_str());
+    let valid = crate::ids::secret_valid(stored, fleet_key.as_deref(), &h.client_id, &h.secret);
+    let Some(rec) = known else {
+        if valid {
+            // A client of the fleet that this factory has not met (the balancer moved it): its
+            // fleet secret proves it. Recorded here (fsync'd like an enrollment), welcomed back.
+            let mut rec = ClientRecord {
+                id: h.client_id.clone(),
+                first_seen: now,
+                secret_hash: crate::ids::secret_hash(&h.secret),
+                installation: h.installation.clone(),
+                ..Default::default()
+            };
+            fill(&mut rec, h, peer, now);
+            let (inv, r) = (shared.clone(), rec.clone());
+            if let Err(e) = smol::unblock(move || inv.inventory.enroll(r)).await {
+                crate::warn!("cannot record fleet client {} from {peer}: {e}", rec.id);
+                return Err(None);
+            }
+            return Ok((rec, String::new(), true));
+        }
         return Err(Some(refusal(
             Reason::UnknownClient,
             RejectCode::UnknownClient,
@@ -356,20 +372,131 @@ async fn authenticate(
             ),
         )));
     };
-    let presented = crate::ids::secret_hash(&h.secret);
-    if !crate::ids::constant_time_eq(presented.as_bytes(), rec.secret_hash.as_bytes()) {
+    if !valid {
         return Err(Some(refusal(
             Reason::BadSecret,
             RejectCode::BadSecret,
             format!("wrong secret for client {}", h.client_id),
         )));
     }
-    match shared.inventory.update(&rec.id, |r| fill(r, h, peer, now)) {
-        Ok(Some(rec)) => Ok((rec, String::new(), true)),
-        Ok(None) => Ok((rec, String::new(), true)),
+    // The installation is checked and adopted under the inventory's lock, so two machines
+    // presenting a record without one at the same moment cannot both become its owner.
+    let mut other = None;
+    let updated = shared.inventory.update(&rec.id, |r| {
+        if !h.installation.is_empty()
+            && !r.installation.is_empty()
+            && r.installation != h.installation
+        {
+            other = Some(r.installation.clone());
+            return;
+        }
+        if r.installation.is_empty() {
+            // A client enrolled before installations existed: the first one it presents.
+            r.installation = h.installation.clone();
+        }
+        fill(r, h, peer, now);
+    });
+    let Some(owner) = other else {
+        // Enrolled before the fleet key: hand it its fleet secret, so every factory knows it.
+        let rekey = crate::ids::fleet_rekey(fleet_key.as_deref(), &h.client_id, &h.secret);
+        return Ok((updated.unwrap_or(rec), rekey, true));
+    };
+    // A clone: the id belongs to the first installation. This one gets its own id, secret
+    // and series; its buffered batches are written under the new id.
+    if let Some(known) = shared.inventory.clone_of(&rec.id, &h.installation) {
+        // Enrolled before, but the Welcome never reached it (it still presents the original's
+        // id): the same clone record with a new secret, not one more client.
+        let secret = match crate::ids::enrollment_secret(fleet_key.as_deref(), &known.id) {
+            Ok(s) => s,
+            Err(e) => {
+                crate::warn!("cannot re-key {} for {peer}: getrandom: {e}", known.id);
+                return Err(None);
+            }
+        };
+        let (inv, id, hash) = (
+            shared.clone(),
+            known.id.clone(),
+            crate::ids::secret_hash(&secret),
+        );
+        return match smol::unblock(move || inv.inventory.rekey(&id, hash)).await {
+            Ok(rec) => {
+                crate::info!(
+                    "clone {} of {} presented the original's id again (its Welcome was lost): new secret",
+                    rec.id,
+                    rec.cloned_from
+                );
+                Ok((rec, secret, false))
+            }
+            Err(e) => Err(Some(refusal(
+                Reason::Busy,
+                RejectCode::Busy,
+                format!(
+                    "the factory cannot store a client's secret now (inventory: {e}); retry later"
+                ),
+            ))),
+        };
+    }
+    let (new, secret) = enroll(shared, h, peer, now, &rec.id).await?;
+    shared
+        .metrics
+        .clones_enrolled
+        .fetch_add(1, Ordering::Relaxed);
+    crate::warn!(
+        "client {} ({}) presented from a second installation {:?} (it belongs to {:?}): a cloned disk or a restored backup; enrolled as new client {} ({}) from {peer}",
+        rec.id,
+        rec.name(),
+        h.installation,
+        owner,
+        new.id,
+        new.tag()
+    );
+    Ok((new, secret, false))
+}
+
+/// Enrolls a new client (`cloned_from`: the id it was a clone of, or empty); returns its
+/// record and secret. A record that cannot be made durable refuses the agent with Busy.
+async fn enroll(
+    shared: &Arc<Shared>,
+    h: &Hello,
+    peer: SocketAddr,
+    now: u64,
+    cloned_from: &str,
+) -> Result<(ClientRecord, String), Option<Refusal>> {
+    // With a fleet key the secret is derived from it, so every factory of the fleet verifies it.
+    let fleet_key = shared.config().fleet_key.clone();
+    let (id, secret) = match crate::ids::new_identity(fleet_key.as_deref()) {
+        Ok(x) => x,
         Err(e) => {
-            crate::warn!("inventory update for {}: {e}", rec.id);
-            Err(None)
+            crate::warn!("cannot enroll {peer}: getrandom: {e}");
+            return Err(None);
+        }
+    };
+    let mut rec = ClientRecord {
+        id,
+        first_seen: now,
+        secret_hash: crate::ids::secret_hash(&secret),
+        installation: h.installation.clone(),
+        cloned_from: cloned_from.to_string(),
+        ..Default::default()
+    };
+    fill(&mut rec, h, peer, now);
+    // fsync'd before the Welcome: a client must never hold an id the factory forgot.
+    let inv = shared.clone();
+    match smol::unblock(move || inv.inventory.enroll(rec)).await {
+        Ok(rec) => {
+            shared
+                .metrics
+                .clients_enrolled
+                .fetch_add(1, Ordering::Relaxed);
+            Ok((rec, secret))
+        }
+        Err(e) => {
+            // The rejection line (rate-limited) names the cause; the inventory warned once.
+            Err(Some(refusal(
+                Reason::Busy,
+                RejectCode::Busy,
+                format!("the factory cannot store a new client now (inventory: {e}); retry later"),
+            )))
         }
     }
 }
@@ -387,13 +514,40 @@ fn fill(r: &mut ClientRecord, h: &Hello, peer: SocketAddr, now: u64) {
     r.agent_version = h.agent_version.clone();
     r.last_seen = now;
     r.last_address = peer.to_string();
+    r.buffer_state = h.buffer_state.as_str().to_string();
+    r.config_hash = h.config_hash;
+    r.config_status = h.config_status.as_str().to_string();
+    r.config_error = h.config_error.clone();
+    r.clock_sync = clock_str(h.clock_sync).to_string();
+    r.boot_id = h.boot_id.clone();
+}
+
+/// The name of a clock state in the inventory and its views.
+pub(crate) fn clock_str(c: ClockSync) -> &'static str {
+    match c {
+        ClockSync::Unknown => "unknown",
+        ClockSync::Synced => "synced",
+        ClockSync::Unsynced => "unsynced",
+    }
+}
+
+/// What a batch says about its client, kept until its ack.
+struct BatchInfo {
+    epoch: u64,
+    seq: u64,
+    /// `buffered_batches` from the batch's latest health fact.
+    backlog: Option<u64>,
+    buffer_state: BufferState,
+    config_hash: u64,
+    config_status: ConfigStatus,
+    /// From the batch's latest snapshot that says.
+    clock_sync: ClockSync,
+    boot_id: Option<String>,
 }
 
 /// One batch handed to the sink.
 struct Pending {
-    seq: u64,
-    /// `buffered_batches` from the batch's latest health fact.
-    backlog: Option<u64>,
+    info: BatchInfo,
     write: Option<WriteFuture>,
     result: Option<Result<(), String>>,
 }
@@ -416,11 +570,10 @@ impl Window {
     }
 
     /// `write: None` means nothing to write (no points): done at once.
-    fn push(&mut self, seq: u64, backlog: Option<u64>, write: Option<WriteFuture>) {
+    fn push(&mut self, info: BatchInfo, write: Option<WriteFuture>) {
         let result = if write.is_none() { Some(Ok(())) } else { None };
         self.q.push_back(Pending {
-            seq,
-            backlog,
+            info,
             write,
             result,
         });
@@ -428,7 +581,7 @@ impl Window {
 
     /// Resolves with the oldest batch once its write is done. Cancel-safe: results are kept
     /// in the window, and a batch leaves it only when this resolves.
-    fn next_done(&mut self) -> impl Future<Output = (u64, Option<u64>, Result<(), String>)> + '_ {
+    fn next_done(&mut self) -> impl Future<Output = (BatchInfo, Result<(), String>)> + '_ {
         std::future::poll_fn(move |cx| {
             for p in self.q.iter_mut() {
                 if let Some(w) = &mut p.write {
@@ -440,13 +593,12 @@ impl Window {
             }
             if self.q.front().is_some_and(|p| p.result.is_some()) {
                 if let Some(Pending {
-                    seq,
-                    backlog,
+                    info,
                     result: Some(r),
                     ..
                 }) = self.q.pop_front()
                 {
-                    return Poll::Ready((seq, backlog, r));
+                    return Poll::Ready((info, r));
                 }
             }
             Poll::Pending
@@ -461,11 +613,13 @@ struct Live<'a> {
     peer: SocketAddr,
     id: &'a str,
     hostname: &'a str,
+    /// The `host` tag of its points (the hostname unless another client holds it).
+    host_tag: &'a str,
     hello: &'a Hello,
-    /// Highest seq acknowledged (durable).
-    acked: u64,
-    /// Highest seq handed to the sink.
-    accepted: u64,
+    /// Last (epoch, seq) acknowledged (durable).
+    acked: (u64, u64),
+    /// Last (epoch, seq) handed to the sink.
+    accepted: (u64, u64),
     /// Batches in the sink.
     inflight: Window,
     /// The agent's ping interval (ms) from its Config: it declares the link lost after twice
@@ -474,7 +628,7 @@ struct Live<'a> {
 }
 
 enum Ev {
-    Done(u64, Option<u64>, Result<(), String>),
+    Done(BatchInfo, Result<(), String>),
     In(Incoming),
     Ctl(Option<Control>),
     Stop,
@@ -511,8 +665,8 @@ impl Live<'_> {
                 let inflight = &mut self.inflight;
                 let ws = &mut *self.ws;
                 let done = async {
-                    let (seq, backlog, r) = inflight.next_done().await;
-                    Ev::Done(seq, backlog, r)
+                    let (info, r) = inflight.next_done().await;
+                    Ev::Done(info, r)
                 };
                 // Not reading while the window is full is the backpressure; not reading while
                 // stopping or replaced is the drain.
@@ -545,32 +699,25 @@ impl Live<'_> {
                 or(done, or(ctl, or(stop, or(read, tick)))).await
             };
             match ev {
-                Ev::Done(seq, backlog, result) => {
+                Ev::Done(info, result) => {
                     if let Err(e) = result {
                         crate::warn!(
-                            "sink refused batch {seq} of {} ({}): {e}",
+                            "sink refused batch {} of {} ({}): {e}",
+                            info.seq,
                             self.hostname,
                             self.id
                         );
                         break End::Close(CloseCode::Away, "sink stopped", None);
                     }
-                    self.acked = seq;
-                    let now = crate::log::unix_now();
-                    let r = self.shared.inventory.update(self.id, |r| {
-                        r.last_acked_seq = r.last_acked_seq.max(seq);
-                        r.last_seen = now;
-                        if backlog.is_some() {
-                            r.backlog = backlog;
-                        }
-                    });
-                    if let Err(e) = r {
-                        crate::warn!("inventory: {e}");
-                    }
-                    if self
-                        .send(&Message::Ack(Ack { seq, epoch: 0 }))
-                        .await
-                        .is_err()
-                    {
+                    // The ack goes out whatever the inventory's disk says: the data is in the
+                    // sink; a record that cannot be written now is kept and retried.
+                    self.acked = (info.epoch, info.seq);
+                    self.record_ack(&info, true);
+                    let ack = Ack {
+                        seq: info.seq,
+                        epoch: info.epoch,
+                    };
+                    if self.send(&Message::Ack(ack)).await.is_err() {
                         // The ack is lost with the connection; the agent re-sends, we dedup.
                         break End::Gone;
                     }
@@ -725,55 +872,99 @@ impl Live<'_> {
     async fn finish_writes(&mut self, ack: bool) {
         let mut ack = ack;
         while !self.inflight.is_empty() {
-            let (seq, backlog, result) = self.inflight.next_done().await;
+            let (info, result) = self.inflight.next_done().await;
             if result.is_err() {
                 break;
             }
-            let r = self.shared.inventory.update(self.id, |r| {
-                r.last_acked_seq = r.last_acked_seq.max(seq);
-                if backlog.is_some() {
-                    r.backlog = backlog;
-                }
+            self.acked = (info.epoch, info.seq);
+            self.record_ack(&info, false);
+            let msg = Message::Ack(Ack {
+                seq: info.seq,
+                epoch: info.epoch,
             });
-            if let Err(e) = r {
-                crate::warn!("inventory: {e}");
-            }
-            if ack
-                && self
-                    .send(&Message::Ack(Ack { seq, epoch: 0 }))
-                    .await
-                    .is_err()
-            {
+            if ack && self.send(&msg).await.is_err() {
                 ack = false;
             }
         }
+    }
+
+    /// Records a durable batch in the inventory: the last acked (epoch, seq) and what the
+    /// batch said about the client. `seen`: also update last seen.
+    fn record_ack(&self, info: &BatchInfo, seen: bool) {
+        let now = crate::log::unix_now();
+        self.shared.inventory.update(self.id, |r| {
+            if r.epoch == info.epoch {
+                // Another session of this client may have acked further meanwhile.
+                r.last_acked_seq = r.last_acked_seq.max(info.seq);
+            } else {
+                r.epoch = info.epoch;
+                r.last_acked_seq = info.seq;
+            }
+            if seen {
+                r.last_seen = now;
+            }
+            if info.backlog.is_some() {
+                r.backlog = info.backlog;
+            }
+            r.buffer_state = info.buffer_state.as_str().to_string();
+            // A first-release agent reports none of these: keep what its Hello said.
+            if info.config_status != ConfigStatus::Unknown {
+                if info.config_status == ConfigStatus::Applied {
+                    r.config_error.clear();
+                }
+                r.config_status = info.config_status.as_str().to_string();
+                r.config_hash = info.config_hash;
+            }
+            if info.clock_sync != ClockSync::Unknown {
+                r.clock_sync = clock_str(info.clock_sync).to_string();
+            }
+            if let Some(b) = &info.boot_id {
+                r.boot_id.clone_from(b);
+            }
+        });
     }
 
     async fn send(&mut self, msg: &Message) -> Result<(), ()> {
         transport::send(self.ws, msg).await.map_err(|_| ())
     }
 
-    /// One batch: dedup by seq, encode, hand to the sink (or ack again if already durable).
+    /// One batch: dedup by (epoch, seq), encode, hand to the sink (or ack again if already
+    /// durable).
     async fn batch(&mut self, b: Batch) -> Result<(), Refusal> {
         let m = &self.shared.metrics;
         m.batches_received.fetch_add(1, Ordering::Relaxed);
-        if b.seq <= self.acked {
+        self.shared.fleet.batch(self.id, &b);
+        if b.epoch == self.acked.0 && b.seq <= self.acked.1 {
             m.batches_deduplicated.fetch_add(1, Ordering::Relaxed);
             // Already durable: only the ack was lost. Ack again, write nothing.
             let ack = Message::Ack(Ack {
-                seq: self.acked,
-                epoch: 0,
+                seq: self.acked.1,
+                epoch: self.acked.0,
             });
             let _ = self.send(&ack).await;
             return Ok(());
         }
-        if b.seq <= self.accepted {
+        if b.epoch == self.accepted.0 && b.seq <= self.accepted.1 {
             // Being written right now; its ack is coming.
             m.batches_deduplicated.fetch_add(1, Ordering::Relaxed);
             return Ok(());
         }
+        if b.epoch != self.accepted.0 && self.accepted != (0, 0) {
+            // A new buffer (moved aside, restored, another release): a new window, whatever
+            // its seqs; at worst a batch is written twice, never dropped.
+            m.epochs_started.fetch_add(1, Ordering::Relaxed);
+            crate::info!(
+                "{} ({}): new buffer epoch {:016x} at seq {} (last acked epoch {:016x} seq {})",
+                self.hostname,
+                self.id,
+                b.epoch,
+                b.seq,
+                self.acked.0,
+                self.acked.1
+            );
+        }
         let tags = Tags {
-            host: self.hostname,
+            host: self.host_tag,
             region: &self.hello.region,
             zone: &self.hello.zone,
         };
@@ -786,7 +977,7 @@ impl Live<'_> {
             .snapshots
             .iter()
             .rev()
-            .find_map(|s| s.health.map(|h| h.buffered_batches));
+            .find_map(|s| s.health.as_ref().map(|h| h.buffered_batches));
         m.points_received
             .fetch_add(points as u64, Ordering::Relaxed);
         if crate::log::enabled(crate::log::INFO) {
@@ -798,9 +989,22 @@ impl Live<'_> {
         if crate::log::enabled(crate::log::DEBUG) {
             print!("{lines}");
         }
-        let write = (points > 0).then(|| self.shared.sink.write(lines, points));
-        self.accepted = b.seq;
-        self.inflight.push(b.seq, backlog, write);
+        let write = (points > 0).then(|| self.shared.sink.write(self.id, lines, points));
+        self.accepted = (b.epoch, b.seq);
+        let latest = b.snapshots.last();
+        let info = BatchInfo {
+            epoch: b.epoch,
+            seq: b.seq,
+            backlog,
+            buffer_state: b.buffer_state,
+            config_hash: b.config_hash,
+            config_status: b.config_status,
+            clock_sync: latest.map_or(ClockSync::Unknown, |s| s.clock_sync),
+            boot_id: latest
+                .filter(|s| !s.boot_id.is_empty())
+                .map(|s| s.boot_id.clone()),
+        };
+        self.inflight.push(info, write);
         Ok(())
     }
 }

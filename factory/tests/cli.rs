@@ -140,6 +140,13 @@ fn bad_flags_and_files_exit_2_with_one_line() {
         (vec!["frobnicate"], "frobnicate"),
         (vec!["run", "--config", "missing.json"], "missing.json"),
         (vec!["run", "--config", bad.to_str().unwrap_or("")], "tokn"),
+        (vec!["replay"], "dead-letter file"),
+        (vec!["replay", "--bogus", "x.lp"], "--bogus"),
+        (vec!["replay", "--timeout", "soon", "x.lp"], "--timeout"),
+        (
+            vec!["replay", "--config", bad.to_str().unwrap_or(""), "x.lp"],
+            "tokn",
+        ),
     ];
     for (args, needle) in cases {
         let out = Command::new(BIN)

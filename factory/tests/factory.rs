@@ -22,7 +22,14 @@ fn new_then_returning_client() {
         assert_eq!(w.client_id.len(), 32);
         assert!(w.client_id.bytes().all(|b| b.is_ascii_hexdigit()));
         assert_eq!(w.secret.len(), 64);
-        assert_eq!(w.config, Config::default());
+        // The defaults, plus the factory's message size limit every client is told (issue 13).
+        assert_eq!(
+            w.config,
+            Config {
+                max_message_bytes: 4 * 1024 * 1024,
+                ..Config::default()
+            }
+        );
         let ack = c
             .batch(1, vec![snapshot(1_000, 0), snapshot(2_000, 0)])
             .await;

@@ -45,7 +45,7 @@ fn lines_are_appended_to_todays_file_in_order() {
     ];
     smol::block_on(async {
         for w in writes {
-            sink.write(w.to_string(), w.lines().count())
+            sink.write("c1", w.to_string(), w.lines().count())
                 .await
                 .expect("durable");
             // Durable means on disk when the future resolves: read it back right away.
@@ -91,7 +91,7 @@ fn a_restarted_sink_appends_to_the_same_file() {
     };
     for i in 0..2 {
         let sink = Sink::start(&cfg, data.path(), Arc::new(Metrics::default())).expect("file sink");
-        smol::block_on(sink.write(format!("m v={i}i {i}\n"), 1)).expect("durable");
+        smol::block_on(sink.write("c1", format!("m v={i}i {i}\n"), 1)).expect("durable");
         sink.shutdown();
     }
     assert!(!data.join("facts").exists(), "the dir override was ignored");
@@ -114,7 +114,7 @@ fn an_unwritable_directory_keeps_the_write_pending_until_fixed() {
         Sink::start(&SinkConfig::default(), data.path(), metrics.clone()).expect("file sink");
     let pending = {
         let sink = sink.clone();
-        std::thread::spawn(move || smol::block_on(sink.write("m v=1i 1\n".into(), 1)))
+        std::thread::spawn(move || smol::block_on(sink.write("c1", "m v=1i 1\n".into(), 1)))
     };
     wait_for("failed attempts", Duration::from_secs(30), || {
         (metrics.sink_errors.load(Ordering::Relaxed) >= 2).then_some(())

@@ -2,6 +2,8 @@
 //! temp data dir by `autofact_tests::influx`): exact values, tags and timestamps; escaping; a 400
 //! from a real type conflict; an outage in the middle of a run; the file sink's output imported.
 
+mod sink_common;
+
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -11,6 +13,7 @@ use autofact_fbs::lineproto::{write_snapshot, Tags};
 use autofact_fbs::model::{Cpu, Disk, Health, Mem, Net, Snapshot, System, Temp};
 use autofact_tests::influx::{Influx, Json, Series};
 use autofact_tests::poll::wait_for;
+use autofact_tests::proxy::Proxy;
 use autofact_tests::tmp::TempDir;
 use autofactory::metrics::Metrics;
 use autofactory::sink::{Sink, SinkConfig};
@@ -98,6 +101,7 @@ fn snapshot() -> Snapshot {
             slab: 5,
             // Above i64::MAX: the encoder clamps, InfluxDB must hold exactly i64::MAX.
             shared: u64::MAX,
+            ..Default::default()
         }),
         system: Some(System {
             load1: 0.52,
@@ -105,6 +109,7 @@ fn snapshot() -> Snapshot {
             load15: 12.75,
             n_cpus: 4,
             uptime: 123_456,
+            ..Default::default()
         }),
         net: vec![Net {
             interface: "eth0".into(),
@@ -127,6 +132,7 @@ fn snapshot() -> Snapshot {
             inodes_total: 1_900_000,
             inodes_free: 1_800_000,
             inodes_used: 100_000,
+            ..Default::default()
         }],
         temp: vec![Temp {
             sensor: "cpu-thermal".into(),
@@ -157,13 +163,13 @@ fn facts_land_with_exact_values_tags_and_timestamps() {
     };
     let mut lines = String::new();
     let points = write_snapshot(&mut lines, &tags, &snapshot());
-    smol::block_on(sink.write(lines, points)).expect("durable");
+    smol::block_on(sink.write("c1", lines, points)).expect("durable");
     sink.shutdown();
     assert_eq!(
         metrics.points_written.load(Ordering::Relaxed),
         points as u64
     );
-    assert_eq!(metrics.points_dropped_by_sink.load(Ordering::Relaxed), 0);
+    assert_eq!(metrics.points_dead_lettered.load(Ordering::Relaxed), 0);
 
     let db = "autofacts";
     let cpu = one_series(&influx, db, "SELECT * FROM cpu ORDER BY time");
@@ -332,7 +338,7 @@ fn escaping_edge_cases_survive_the_round_trip() {
             ));
         }
     }
-    smol::block_on(sink.write(lines.clone(), points)).expect("durable");
+    smol::block_on(sink.write("c1", lines.clone(), points)).expect("durable");
     sink.shutdown();
 
     let net = one_series(&influx, "esc", "SELECT * FROM net");
@@ -370,30 +376,121 @@ fn escaping_edge_cases_survive_the_round_trip() {
 }
 
 #[test]
-fn a_real_type_conflict_drops_only_the_bad_point_and_completes() {
-    let Some(influx) = Influx::launch_or_skip("a_real_type_conflict_drops_only_the_bad_point")
+fn a_real_type_conflict_dead_letters_only_the_conflicting_lines_of_merged_agents() {
+    let Some(influx) =
+        Influx::launch_or_skip("a_real_type_conflict_dead_letters_only_the_conflicting_lines")
     else {
         return;
     };
-    let (sink, metrics) = influx_sink(&influx, "poison", 5000);
+    let data = TempDir::new("influx-conflict").expect("temp dir");
+    influx
+        .execute("CREATE DATABASE conflict")
+        .unwrap_or_else(|e| panic!("{e}\n{}", influx.output()));
+    // Someone else wrote m.v first, as an integer.
+    let status = influx
+        .write_lines("conflict", "m,host=other v=1i 1\n")
+        .unwrap_or_else(|e| panic!("{e}\n{}", influx.output()));
+    assert_eq!(status, 204);
+    // The settings users run (2 writers, no linger), through a proxy the test can hold: each
+    // writer's first request is held while the three agents' writes queue, so they are merged
+    // into one body, as under load.
+    let proxy = Proxy::start(
+        format!("127.0.0.1:{}", influx.port())
+            .parse()
+            .expect("addr"),
+    )
+    .expect("proxy");
+    let cfg = SinkConfig {
+        kind: "influxdb".into(),
+        url: format!("http://{}", proxy.addr()),
+        database: "conflict".into(),
+        timeout_ms: 30_000,
+        ..SinkConfig::default()
+    };
+    let metrics = Arc::new(Metrics::default());
+    let sink = Sink::start(&cfg, data.path(), metrics.clone()).expect("sink starts");
+    let (a, b, c) = (
+        "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+        "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb",
+        "cccccccccccccccccccccccccccccccc",
+    );
+    let writes = [
+        (a, "m,host=a v=2i 2\ncpu,host=a x=1 2\n"),
+        (b, "m,host=b v=2.5 3\nm,host=b v=3i 4\n"),
+        (c, "m,host=c v=\"s\" 5\ncpu,host=c x=2 5\nm,host=c v=6i 6\n"),
+    ];
+    let submit = |client: &str, lines: &str| {
+        let (sink, client, lines) = (sink.clone(), client.to_string(), lines.to_string());
+        Box::pin(async move {
+            let points = lines.lines().count();
+            sink.write(&client, lines, points).await
+        })
+    };
+    proxy.cut();
     smol::block_on(async {
-        sink.write("m v=1i 1\n".into(), 1).await.expect("first");
-        // v is an integer now: the string value is refused, the other two points are written.
-        sink.write("m v=2i 2\nm v=\"text\" 3\nm v=4i 4\n".into(), 3)
-            .await
-            .expect("a poison point still completes Ok");
-        sink.write("m v=5i 5\n".into(), 1)
-            .await
-            .expect("the queue is not blocked");
+        let mut pending = Vec::new();
+        for (i, t) in [7, 8].into_iter().enumerate() {
+            let mut p = submit(a, &format!("m,host=a v={t}i {t}\n"));
+            assert!(smol::future::poll_once(&mut p).await.is_none());
+            pending.push(p);
+            wait_for(
+                "a writer's request at the proxy",
+                Duration::from_secs(30),
+                || (proxy.connections() == i as u64 + 1).then_some(()),
+            )
+            .expect("request held");
+        }
+        for (client, lines) in writes {
+            let mut p = submit(client, lines);
+            assert!(smol::future::poll_once(&mut p).await.is_none(), "queued");
+            pending.push(p);
+        }
+        proxy.restore();
+        for p in pending {
+            p.await.expect("written or dead-lettered");
+        }
     });
     sink.shutdown();
-    assert_eq!(metrics.points_dropped_by_sink.load(Ordering::Relaxed), 1);
-    assert_eq!(metrics.points_written.load(Ordering::Relaxed), 4);
-    let m = one_series(&influx, "poison", "SELECT v FROM m");
-    let got: Vec<(i64, i64)> = (0..m.values.len())
-        .map(|r| (int(&m, r, "time"), int(&m, r, "v")))
+    let m = one_series(&influx, "conflict", "SELECT v, host FROM m");
+    let got: Vec<(i64, i64, String)> = (0..m.values.len())
+        .map(|r| {
+            (
+                int(&m, r, "time"),
+                int(&m, r, "v"),
+                text(&m, r, "host").to_string(),
+            )
+        })
         .collect();
-    assert_eq!(got, vec![(1, 1), (2, 2), (4, 4), (5, 5)]);
+    let want: Vec<(i64, i64, String)> = vec![
+        (1, 1, "other".into()),
+        (2, 2, "a".into()),
+        (4, 3, "b".into()),
+        (6, 6, "c".into()),
+        (7, 7, "a".into()),
+        (8, 8, "a".into()),
+    ];
+    assert_eq!(got, want);
+    let cpu = one_series(&influx, "conflict", "SELECT x FROM cpu");
+    assert_eq!(cpu.values.len(), 2, "{cpu:?}");
+    let mut dead: Vec<(String, String)> = sink_common::dead_letters(data.path())
+        .into_iter()
+        .map(|(client, reason, line)| {
+            assert!(reason.contains("field type conflict"), "{line}: {reason}");
+            (client, line)
+        })
+        .collect();
+    dead.sort();
+    assert_eq!(
+        dead,
+        vec![
+            (b.to_string(), "m,host=b v=2.5 3".to_string()),
+            (c.to_string(), "m,host=c v=\"s\" 5".to_string()),
+        ]
+    );
+    assert_eq!(metrics.points_written.load(Ordering::Relaxed), 7);
+    assert_eq!(metrics.dead_lettered_of(b), 1);
+    assert_eq!(metrics.dead_lettered_of(c), 1);
+    assert_eq!(metrics.dead_lettered_of(a), 0);
 }
 
 #[test]
@@ -423,7 +520,7 @@ fn influxdb_outage_mid_run_every_write_lands_once() {
                                     let ts = ((w * WRITES + i) * POINTS + p) as i64;
                                     lines.push_str(&format!("m,writer={w} v={ts}i {}\n", T0 + ts));
                                 }
-                                if let Err(e) = sink.write(lines, POINTS).await {
+                                if let Err(e) = sink.write("c1", lines, POINTS).await {
                                     failures.push(format!("writer {w} write {i}: {e}"));
                                 }
                                 // Paced like agents, so the run outlasts the outage's start.
@@ -506,7 +603,7 @@ fn file_sink_output_imports_into_influxdb_as_is() {
     };
     let mut lines = String::new();
     let points = write_snapshot(&mut lines, &tags, &snapshot());
-    smol::block_on(sink.write(lines, points)).expect("durable");
+    smol::block_on(sink.write("c1", lines, points)).expect("durable");
     sink.shutdown();
     let facts = data.join("facts");
     let files: Vec<_> = std::fs::read_dir(&facts)

@@ -59,6 +59,7 @@ fn snapshot(i: u64) -> Snapshot {
             iops_in_progress: 0,
             merged_reads: 1_234,
             merged_writes: 5_678,
+            ..Default::default()
         })
         .collect();
     let disk = vec![
@@ -72,6 +73,7 @@ fn snapshot(i: u64) -> Snapshot {
             inodes_total: 1_900_000,
             inodes_free: 1_700_000,
             inodes_used: 200_000,
+            ..Default::default()
         },
         Disk {
             path: "/boot/firmware".into(),
@@ -83,6 +85,7 @@ fn snapshot(i: u64) -> Snapshot {
             inodes_total: 0,
             inodes_free: 0,
             inodes_used: 0,
+            ..Default::default()
         },
     ];
     Snapshot {
@@ -93,6 +96,7 @@ fn snapshot(i: u64) -> Snapshot {
             context_switches: 987_654_321 + i,
             interrupts: 456_789_123 + i,
             processes_forked: 123_456 + i,
+            ..Default::default()
         }),
         mem: Some(Mem {
             total: 8_128_000_000,
@@ -105,11 +109,13 @@ fn snapshot(i: u64) -> Snapshot {
             inactive: 1_200_000_000,
             slab: 150_000_000,
             shared: 50_000_000,
+            ..Default::default()
         }),
         swap: Some(Swap {
             total: 209_000_000,
             used: 0,
             free: 209_000_000,
+            ..Default::default()
         }),
         system: Some(System {
             load1: 0.42,
@@ -117,6 +123,7 @@ fn snapshot(i: u64) -> Snapshot {
             load15: 0.31,
             n_cpus: 4,
             uptime: 300_000 + i * 10,
+            ..Default::default()
         }),
         net,
         diskio,

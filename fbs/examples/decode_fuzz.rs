@@ -47,6 +47,7 @@ fn corpus() -> Vec<Vec<u8>> {
             context_switches: 2,
             interrupts: 3,
             processes_forked: 4,
+            ..Kernel::default()
         }),
         mem: Some(Mem {
             total: 100,
@@ -58,6 +59,7 @@ fn corpus() -> Vec<Vec<u8>> {
             total: 10,
             used: 1,
             free: 9,
+            ..Swap::default()
         }),
         system: Some(System {
             load1: 0.5,
@@ -65,6 +67,7 @@ fn corpus() -> Vec<Vec<u8>> {
             load15: 0.125,
             n_cpus: 2,
             uptime: 99,
+            ..System::default()
         }),
         net: vec![Net {
             interface: "eth0".into(),

@@ -10,7 +10,8 @@
 use crate::generated as fb;
 use crate::model::{
     Ack, Batch, BufferState, ClockSync, Config, ConfigStatus, Cpu, Disk, DiskIo, Health, Hello,
-    Kernel, Mem, Message, Net, Periods, Reject, RejectCode, Snapshot, Swap, System, Temp, Welcome,
+    Kernel, Mem, Message, Net, Periods, Processes, Reject, RejectCode, Snapshot, Swap, System,
+    Temp, Welcome,
 };
 use flatbuffers::{FlatBufferBuilder, InvalidFlatbuffer, VerifierOptions, WIPOffset};
 use std::fmt;
@@ -234,6 +235,7 @@ fn config<'a>(fbb: &mut FlatBufferBuilder<'a>, c: &Config) -> WIPOffset<fb::Conf
             disk_ms: p.disk_ms,
             temp_ms: p.temp_ms,
             health_ms: p.health_ms,
+            processes_ms: p.processes_ms,
         },
     );
     fb::Config::create(
@@ -414,6 +416,7 @@ fn snapshot<'a>(fbb: &mut FlatBufferBuilder<'a>, s: &Snapshot) -> WIPOffset<fb::
                 context_switches: k.context_switches,
                 interrupts: k.interrupts,
                 processes_forked: k.processes_forked,
+                entropy_avail: k.entropy_avail,
             },
         )
     });
@@ -431,6 +434,28 @@ fn snapshot<'a>(fbb: &mut FlatBufferBuilder<'a>, s: &Snapshot) -> WIPOffset<fb::
                 inactive: m.inactive,
                 slab: m.slab,
                 shared: m.shared,
+                commit_limit: m.commit_limit,
+                committed_as: m.committed_as,
+                dirty: m.dirty,
+                high_free: m.high_free,
+                high_total: m.high_total,
+                huge_pages_free: m.huge_pages_free,
+                huge_page_size: m.huge_page_size,
+                huge_pages_total: m.huge_pages_total,
+                low_free: m.low_free,
+                low_total: m.low_total,
+                mapped: m.mapped,
+                page_tables: m.page_tables,
+                sreclaimable: m.sreclaimable,
+                sunreclaim: m.sunreclaim,
+                swap_cached: m.swap_cached,
+                swap_free: m.swap_free,
+                swap_total: m.swap_total,
+                vmalloc_chunk: m.vmalloc_chunk,
+                vmalloc_total: m.vmalloc_total,
+                vmalloc_used: m.vmalloc_used,
+                write_back: m.write_back,
+                write_back_tmp: m.write_back_tmp,
             },
         )
     });
@@ -441,6 +466,8 @@ fn snapshot<'a>(fbb: &mut FlatBufferBuilder<'a>, s: &Snapshot) -> WIPOffset<fb::
                 total: w.total,
                 used: w.used,
                 free: w.free,
+                in_: w.sin,
+                out: w.sout,
             },
         )
     });
@@ -453,6 +480,8 @@ fn snapshot<'a>(fbb: &mut FlatBufferBuilder<'a>, s: &Snapshot) -> WIPOffset<fb::
                 load15: y.load15,
                 n_cpus: y.n_cpus,
                 uptime: y.uptime,
+                n_users: y.n_users,
+                n_unique_users: y.n_unique_users,
             },
         )
     });
@@ -484,6 +513,9 @@ fn snapshot<'a>(fbb: &mut FlatBufferBuilder<'a>, s: &Snapshot) -> WIPOffset<fb::
             iops_in_progress: d.iops_in_progress,
             merged_reads: d.merged_reads,
             merged_writes: d.merged_writes,
+            io_await: d.io_await,
+            io_svctm: d.io_svctm,
+            io_util: d.io_util,
         };
         fb::DiskIo::create(fbb, &args)
     });
@@ -498,6 +530,7 @@ fn snapshot<'a>(fbb: &mut FlatBufferBuilder<'a>, s: &Snapshot) -> WIPOffset<fb::
             inodes_total: d.inodes_total,
             inodes_free: d.inodes_free,
             inodes_used: d.inodes_used,
+            mode: opt_str(fbb, &d.mode),
         };
         fb::Disk::create(fbb, &args)
     });
@@ -508,7 +541,8 @@ fn snapshot<'a>(fbb: &mut FlatBufferBuilder<'a>, s: &Snapshot) -> WIPOffset<fb::
         };
         fb::Temp::create(fbb, &args)
     });
-    let health = s.health.map(|h| {
+    let health = s.health.as_ref().map(|h| {
+        let agent_version = opt_str(fbb, &h.agent_version);
         fb::Health::create(
             fbb,
             &fb::HealthArgs {
@@ -522,6 +556,26 @@ fn snapshot<'a>(fbb: &mut FlatBufferBuilder<'a>, s: &Snapshot) -> WIPOffset<fb::
                 memory_batches: h.memory_batches,
                 dead_letter_batches: h.dead_letter_batches,
                 dropped_snapshots: h.dropped_snapshots,
+                agent_version,
+            },
+        )
+    });
+    let processes = s.processes.map(|p| {
+        fb::Processes::create(
+            fbb,
+            &fb::ProcessesArgs {
+                blocked: p.blocked,
+                running: p.running,
+                sleeping: p.sleeping,
+                stopped: p.stopped,
+                zombies: p.zombies,
+                dead: p.dead,
+                idle: p.idle,
+                paging: p.paging,
+                parked: p.parked,
+                unknown: p.unknown,
+                total: p.total,
+                total_threads: p.total_threads,
             },
         )
     });
@@ -543,6 +597,7 @@ fn snapshot<'a>(fbb: &mut FlatBufferBuilder<'a>, s: &Snapshot) -> WIPOffset<fb::
             boottime_ns: s.boottime_ns,
             clock_sync: clock_sync_to_fb(s.clock_sync),
             boot_id,
+            processes,
         },
     )
 }
@@ -658,6 +713,7 @@ fn config_from(c: fb::Config<'_>, periods_field: &'static str) -> Result<Config,
             disk_ms: p.disk_ms(),
             temp_ms: p.temp_ms(),
             health_ms: p.health_ms(),
+            processes_ms: p.processes_ms(),
         },
         push_interval_ms: c.push_interval_ms(),
         ping_interval_ms: c.ping_interval_ms(),
@@ -728,6 +784,7 @@ fn snapshot_from(s: fb::Snapshot<'_>) -> Snapshot {
             context_switches: k.context_switches(),
             interrupts: k.interrupts(),
             processes_forked: k.processes_forked(),
+            entropy_avail: k.entropy_avail(),
         }),
         mem: s.mem().map(|m| Mem {
             total: m.total(),
@@ -740,11 +797,35 @@ fn snapshot_from(s: fb::Snapshot<'_>) -> Snapshot {
             inactive: m.inactive(),
             slab: m.slab(),
             shared: m.shared(),
+            commit_limit: m.commit_limit(),
+            committed_as: m.committed_as(),
+            dirty: m.dirty(),
+            high_free: m.high_free(),
+            high_total: m.high_total(),
+            huge_pages_free: m.huge_pages_free(),
+            huge_page_size: m.huge_page_size(),
+            huge_pages_total: m.huge_pages_total(),
+            low_free: m.low_free(),
+            low_total: m.low_total(),
+            mapped: m.mapped(),
+            page_tables: m.page_tables(),
+            sreclaimable: m.sreclaimable(),
+            sunreclaim: m.sunreclaim(),
+            swap_cached: m.swap_cached(),
+            swap_free: m.swap_free(),
+            swap_total: m.swap_total(),
+            vmalloc_chunk: m.vmalloc_chunk(),
+            vmalloc_total: m.vmalloc_total(),
+            vmalloc_used: m.vmalloc_used(),
+            write_back: m.write_back(),
+            write_back_tmp: m.write_back_tmp(),
         }),
         swap: s.swap().map(|w| Swap {
             total: w.total(),
             used: w.used(),
             free: w.free(),
+            sin: w.in_(),
+            sout: w.out(),
         }),
         system: s.system().map(|y| System {
             load1: y.load1(),
@@ -752,6 +833,8 @@ fn snapshot_from(s: fb::Snapshot<'_>) -> Snapshot {
             load15: y.load15(),
             n_cpus: y.n_cpus(),
             uptime: y.uptime(),
+            n_users: y.n_users(),
+            n_unique_users: y.n_unique_users(),
         }),
         net: list(s.net(), |n| Net {
             interface: string(n.interface()),
@@ -777,6 +860,9 @@ fn snapshot_from(s: fb::Snapshot<'_>) -> Snapshot {
             iops_in_progress: d.iops_in_progress(),
             merged_reads: d.merged_reads(),
             merged_writes: d.merged_writes(),
+            io_await: d.io_await(),
+            io_svctm: d.io_svctm(),
+            io_util: d.io_util(),
         }),
         disk: list(s.disk(), |d| Disk {
             path: string(d.path()),
@@ -788,6 +874,7 @@ fn snapshot_from(s: fb::Snapshot<'_>) -> Snapshot {
             inodes_total: d.inodes_total(),
             inodes_free: d.inodes_free(),
             inodes_used: d.inodes_used(),
+            mode: string(d.mode()),
         }),
         temp: list(s.temp(), |t| Temp {
             sensor: string(t.sensor()),
@@ -804,9 +891,24 @@ fn snapshot_from(s: fb::Snapshot<'_>) -> Snapshot {
             memory_batches: h.memory_batches(),
             dead_letter_batches: h.dead_letter_batches(),
             dropped_snapshots: h.dropped_snapshots(),
+            agent_version: string(h.agent_version()),
         }),
         boottime_ns: s.boottime_ns(),
         clock_sync: clock_sync_from_fb(s.clock_sync()),
         boot_id: string(s.boot_id()),
+        processes: s.processes().map(|p| Processes {
+            blocked: p.blocked(),
+            running: p.running(),
+            sleeping: p.sleeping(),
+            stopped: p.stopped(),
+            zombies: p.zombies(),
+            dead: p.dead(),
+            idle: p.idle(),
+            paging: p.paging(),
+            parked: p.parked(),
+            unknown: p.unknown(),
+            total: p.total(),
+            total_threads: p.total_threads(),
+        }),
     }
 }

@@ -18,7 +18,8 @@
 //!   InfluxDB reads as a float since it has no `i`). NaN and infinities are left out; a point
 //!   whose fields were all left out is not written.
 use crate::model::{
-    Batch, BufferState, Cpu, Disk, DiskIo, Health, Kernel, Mem, Net, Snapshot, Swap, System, Temp,
+    Batch, BufferState, Cpu, Disk, DiskIo, Health, Kernel, Mem, Net, Processes, Snapshot, Swap,
+    System, Temp,
 };
 use core::fmt::Write;
 
@@ -64,6 +65,9 @@ pub fn write_snapshot(out: &mut String, tags: &Tags<'_>, snap: &Snapshot) -> usi
     for t in &snap.temp {
         n += usize::from(write_temp(out, tags, t, ts));
     }
+    if let Some(p) = &snap.processes {
+        n += usize::from(write_processes(out, tags, p, ts));
+    }
     if let Some(h) = &snap.health {
         n += usize::from(write_health(out, tags, h, ts));
     }
@@ -83,7 +87,12 @@ pub fn write_batch(out: &mut String, tags: &Tags<'_>, batch: &Batch) -> usize {
 
 /// `cpu`, tag `cpu`; false when no point was written.
 pub fn write_cpu(out: &mut String, tags: &Tags<'_>, c: &Cpu, ts: i64) -> bool {
-    let mut p = Point::begin(out, "cpu", tags, [("cpu", c.name.as_str()), NO_TAG, NO_TAG]);
+    let mut p = Point::begin(
+        out,
+        "cpu",
+        tags,
+        [("cpu", c.name.as_str()), NO_TAG, NO_TAG, NO_TAG],
+    );
     p.float("usage_user", c.user);
     p.float("usage_system", c.system);
     p.float("usage_idle", c.idle);
@@ -99,18 +108,21 @@ pub fn write_cpu(out: &mut String, tags: &Tags<'_>, c: &Cpu, ts: i64) -> bool {
 
 /// `kernel`.
 pub fn write_kernel(out: &mut String, tags: &Tags<'_>, k: &Kernel, ts: i64) -> bool {
-    let mut p = Point::begin(out, "kernel", tags, [NO_TAG; 3]);
+    let mut p = Point::begin(out, "kernel", tags, [NO_TAG; 4]);
     p.int("boot_time", k.boot_time);
     p.int("context_switches", k.context_switches);
     p.int("interrupts", k.interrupts);
     p.int("processes_forked", k.processes_forked);
+    if let Some(e) = k.entropy_avail {
+        p.int("entropy_avail", e);
+    }
     p.finish(ts)
 }
 
 /// `mem`, with Telegraf's derived `available_percent` and `used_percent` (left out when total
 /// is 0, where they have no meaning).
 pub fn write_mem(out: &mut String, tags: &Tags<'_>, m: &Mem, ts: i64) -> bool {
-    let mut p = Point::begin(out, "mem", tags, [NO_TAG; 3]);
+    let mut p = Point::begin(out, "mem", tags, [NO_TAG; 4]);
     p.int("total", m.total);
     p.int("available", m.available);
     p.int("used", m.used);
@@ -121,6 +133,28 @@ pub fn write_mem(out: &mut String, tags: &Tags<'_>, m: &Mem, ts: i64) -> bool {
     p.int("inactive", m.inactive);
     p.int("slab", m.slab);
     p.int("shared", m.shared);
+    p.int("commit_limit", m.commit_limit);
+    p.int("committed_as", m.committed_as);
+    p.int("dirty", m.dirty);
+    p.int("high_free", m.high_free);
+    p.int("high_total", m.high_total);
+    p.int("huge_pages_free", m.huge_pages_free);
+    p.int("huge_page_size", m.huge_page_size);
+    p.int("huge_pages_total", m.huge_pages_total);
+    p.int("low_free", m.low_free);
+    p.int("low_total", m.low_total);
+    p.int("mapped", m.mapped);
+    p.int("page_tables", m.page_tables);
+    p.int("sreclaimable", m.sreclaimable);
+    p.int("sunreclaim", m.sunreclaim);
+    p.int("swap_cached", m.swap_cached);
+    p.int("swap_free", m.swap_free);
+    p.int("swap_total", m.swap_total);
+    p.int("vmalloc_chunk", m.vmalloc_chunk);
+    p.int("vmalloc_total", m.vmalloc_total);
+    p.int("vmalloc_used", m.vmalloc_used);
+    p.int("write_back", m.write_back);
+    p.int("write_back_tmp", m.write_back_tmp);
     if m.total > 0 {
         p.float("available_percent", percent(m.available, m.total));
         p.float("used_percent", percent(m.used, m.total));
@@ -128,33 +162,50 @@ pub fn write_mem(out: &mut String, tags: &Tags<'_>, m: &Mem, ts: i64) -> bool {
     p.finish(ts)
 }
 
-/// `swap`, with `used_percent` when there is swap.
+/// `swap`; `used_percent` is 0 on a machine without swap, as Telegraf (gopsutil) writes it, so
+/// a dashboard's panel shows 0 rather than nothing; `in`/`out` when `/proc/vmstat` was read.
 pub fn write_swap(out: &mut String, tags: &Tags<'_>, s: &Swap, ts: i64) -> bool {
-    let mut p = Point::begin(out, "swap", tags, [NO_TAG; 3]);
+    let mut p = Point::begin(out, "swap", tags, [NO_TAG; 4]);
     p.int("total", s.total);
     p.int("used", s.used);
     p.int("free", s.free);
-    if s.total > 0 {
-        p.float("used_percent", percent(s.used, s.total));
+    let used_percent = if s.total > 0 {
+        percent(s.used, s.total)
+    } else {
+        0.0
+    };
+    p.float("used_percent", used_percent);
+    if let Some(v) = s.sin {
+        p.int("in", v);
+    }
+    if let Some(v) = s.sout {
+        p.int("out", v);
     }
     p.finish(ts)
 }
 
 /// `system`.
 pub fn write_system(out: &mut String, tags: &Tags<'_>, s: &System, ts: i64) -> bool {
-    let mut p = Point::begin(out, "system", tags, [NO_TAG; 3]);
+    let mut p = Point::begin(out, "system", tags, [NO_TAG; 4]);
     p.float("load1", s.load1);
     p.float("load5", s.load5);
     p.float("load15", s.load15);
     p.int("n_cpus", u64::from(s.n_cpus));
     p.int("uptime", s.uptime);
+    // Left out where there is no utmp, as Telegraf does.
+    if let Some(n) = s.n_users {
+        p.int("n_users", u64::from(n));
+    }
+    if let Some(n) = s.n_unique_users {
+        p.int("n_unique_users", u64::from(n));
+    }
     p.finish(ts)
 }
 
 /// `net`, tag `interface`.
 pub fn write_net(out: &mut String, tags: &Tags<'_>, n: &Net, ts: i64) -> bool {
     let tag = ("interface", n.interface.as_str());
-    let mut p = Point::begin(out, "net", tags, [tag, NO_TAG, NO_TAG]);
+    let mut p = Point::begin(out, "net", tags, [tag, NO_TAG, NO_TAG, NO_TAG]);
     p.int("bytes_sent", n.bytes_sent);
     p.int("bytes_recv", n.bytes_recv);
     p.int("packets_sent", n.packets_sent);
@@ -172,7 +223,7 @@ pub fn write_diskio(out: &mut String, tags: &Tags<'_>, d: &DiskIo, ts: i64) -> b
         out,
         "diskio",
         tags,
-        [("name", d.name.as_str()), NO_TAG, NO_TAG],
+        [("name", d.name.as_str()), NO_TAG, NO_TAG, NO_TAG],
     );
     p.int("reads", d.reads);
     p.int("writes", d.writes);
@@ -185,16 +236,27 @@ pub fn write_diskio(out: &mut String, tags: &Tags<'_>, d: &DiskIo, ts: i64) -> b
     p.int("iops_in_progress", d.iops_in_progress);
     p.int("merged_reads", d.merged_reads);
     p.int("merged_writes", d.merged_writes);
+    // Telegraf's interval figures: absent on the first sample and when nothing completed.
+    for (key, v) in [
+        ("io_await", d.io_await),
+        ("io_svctm", d.io_svctm),
+        ("io_util", d.io_util),
+    ] {
+        if let Some(v) = v {
+            p.float(key, v);
+        }
+    }
     p.finish(ts)
 }
 
-/// `disk`, tags `path`, `device`, `fstype`; `used_percent` = used / (used + free) * 100 as
+/// `disk`, tags `path`, `device`, `fstype`, `mode`; `used_percent` = used / (used + free) * 100 as
 /// Telegraf computes it (free is what unprivileged users can still use).
 pub fn write_disk(out: &mut String, tags: &Tags<'_>, d: &Disk, ts: i64) -> bool {
     let extra = [
         ("path", d.path.as_str()),
         ("device", d.device.as_str()),
         ("fstype", d.fstype.as_str()),
+        ("mode", d.mode.as_str()),
     ];
     let mut p = Point::begin(out, "disk", tags, extra);
     p.int("total", d.total);
@@ -214,14 +276,33 @@ pub fn write_disk(out: &mut String, tags: &Tags<'_>, d: &Disk, ts: i64) -> bool 
 /// `temp`, tag `sensor`.
 pub fn write_temp(out: &mut String, tags: &Tags<'_>, t: &Temp, ts: i64) -> bool {
     let tag = ("sensor", t.sensor.as_str());
-    let mut p = Point::begin(out, "temp", tags, [tag, NO_TAG, NO_TAG]);
+    let mut p = Point::begin(out, "temp", tags, [tag, NO_TAG, NO_TAG, NO_TAG]);
     p.float("temp", t.temp);
+    p.finish(ts)
+}
+
+/// `processes`: every Telegraf Linux field, each written even when 0 (Telegraf writes `parked`
+/// only when some task is parked; we always do, so the series has no holes).
+pub fn write_processes(out: &mut String, tags: &Tags<'_>, s: &Processes, ts: i64) -> bool {
+    let mut p = Point::begin(out, "processes", tags, [NO_TAG; 4]);
+    p.int("blocked", s.blocked.into());
+    p.int("running", s.running.into());
+    p.int("sleeping", s.sleeping.into());
+    p.int("stopped", s.stopped.into());
+    p.int("zombies", s.zombies.into());
+    p.int("dead", s.dead.into());
+    p.int("idle", s.idle.into());
+    p.int("paging", s.paging.into());
+    p.int("parked", s.parked.into());
+    p.int("unknown", s.unknown.into());
+    p.int("total", s.total.into());
+    p.int("total_threads", s.total_threads);
     p.finish(ts)
 }
 
 /// `autofact`, the agent's own health.
 pub fn write_health(out: &mut String, tags: &Tags<'_>, h: &Health, ts: i64) -> bool {
-    let mut p = Point::begin(out, "autofact", tags, [NO_TAG; 3]);
+    let mut p = Point::begin(out, "autofact", tags, [NO_TAG; 4]);
     p.int("buffered_batches", h.buffered_batches);
     p.int("buffered_bytes", h.buffered_bytes);
     p.int("dropped_batches", h.dropped_batches);
@@ -234,6 +315,10 @@ pub fn write_health(out: &mut String, tags: &Tags<'_>, h: &Health, ts: i64) -> b
     p.int("memory_batches", h.memory_batches);
     p.int("dead_letter_batches", h.dead_letter_batches);
     p.int("dropped_snapshots", h.dropped_snapshots);
+    // A string field, not a tag: an upgrade must not start new series for the same agent.
+    if !h.agent_version.is_empty() {
+        p.string("agent_version", &h.agent_version);
+    }
     p.finish(ts)
 }
 
@@ -266,12 +351,12 @@ struct Point<'o> {
 
 impl<'o> Point<'o> {
     /// Writes the measurement and the sorted, non-empty tags: the common three plus up to
-    /// three of the measurement's own. A fixed array keeps the sort off the heap.
+    /// four of the measurement's own. A fixed array keeps the sort off the heap.
     fn begin(
         out: &'o mut String,
         measurement: &str,
         tags: &Tags<'_>,
-        extra: [(&str, &str); 3],
+        extra: [(&str, &str); 4],
     ) -> Point<'o> {
         let start = out.len();
         write_measurement(out, measurement);
@@ -282,6 +367,7 @@ impl<'o> Point<'o> {
             extra[0],
             extra[1],
             extra[2],
+            extra[3],
         ];
         all.sort_unstable_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
         for (key, value) in all {
@@ -323,8 +409,6 @@ impl<'o> Point<'o> {
         }
     }
 
-    /// No fact has a string field yet; kept so the writer covers every field type.
-    #[allow(dead_code)]
     fn string(&mut self, key: &str, v: &str) {
         self.field_key(key);
         write_string_field(self.out, v);
@@ -519,7 +603,7 @@ mod tests {
     #[test]
     fn string_field_in_a_point() {
         let mut out = String::new();
-        let mut p = Point::begin(&mut out, "m", &HOST_ONLY, [NO_TAG; 3]);
+        let mut p = Point::begin(&mut out, "m", &HOST_ONLY, [NO_TAG; 4]);
         p.string("note", r#"a "b" \c"#);
         assert!(p.finish(5));
         assert_eq!(out, "m,host=pi note=\"a \\\"b\\\" \\\\c\" 5\n");
@@ -594,13 +678,21 @@ mod tests {
             context_switches: 12,
             interrupts: 34,
             processes_forked: 56,
+            entropy_avail: Some(256),
         };
         let (_, out) = lines(|o| write_kernel(o, &HOST_ONLY, &k, 7));
         assert_eq!(
             out,
             "kernel,host=pi boot_time=1700000000i,context_switches=12i,interrupts=34i,\
-             processes_forked=56i 7\n"
+             processes_forked=56i,entropy_avail=256i 7\n"
         );
+        // No entropy_avail when the file could not be read: left out, not a false 0.
+        let k = Kernel {
+            entropy_avail: None,
+            ..k
+        };
+        let (_, out) = lines(|o| write_kernel(o, &HOST_ONLY, &k, 7));
+        assert!(!out.contains("entropy_avail"), "{out}");
     }
 
     #[test]
@@ -616,13 +708,39 @@ mod tests {
             inactive: 400,
             slab: 60,
             shared: 70,
+            commit_limit: 1,
+            committed_as: 2,
+            dirty: 3,
+            high_free: 4,
+            high_total: 5,
+            huge_pages_free: 6,
+            huge_page_size: 7,
+            huge_pages_total: 8,
+            low_free: 9,
+            low_total: 10,
+            mapped: 11,
+            page_tables: 12,
+            sreclaimable: 13,
+            sunreclaim: 14,
+            swap_cached: 15,
+            swap_free: 16,
+            swap_total: 17,
+            vmalloc_chunk: 18,
+            vmalloc_total: 19,
+            vmalloc_used: 20,
+            write_back: 21,
+            write_back_tmp: 22,
         };
         let (_, out) = lines(|o| write_mem(o, &TAGS, &m, 8));
         assert_eq!(
             out,
             "mem,host=pi,region=eu,zone=z1 total=1000i,available=250i,used=500i,free=100i,\
              cached=200i,buffered=50i,active=300i,inactive=400i,slab=60i,shared=70i,\
-             available_percent=25,used_percent=50 8\n"
+             commit_limit=1i,committed_as=2i,dirty=3i,high_free=4i,high_total=5i,\
+             huge_pages_free=6i,huge_page_size=7i,huge_pages_total=8i,low_free=9i,low_total=10i,\
+             mapped=11i,page_tables=12i,sreclaimable=13i,sunreclaim=14i,swap_cached=15i,\
+             swap_free=16i,swap_total=17i,vmalloc_chunk=18i,vmalloc_total=19i,vmalloc_used=20i,\
+             write_back=21i,write_back_tmp=22i,available_percent=25,used_percent=50 8\n"
         );
     }
 
@@ -632,7 +750,12 @@ mod tests {
         assert_eq!(
             out,
             "mem,host=pi total=0i,available=0i,used=0i,free=0i,cached=0i,buffered=0i,\
-             active=0i,inactive=0i,slab=0i,shared=0i 1\n"
+             active=0i,inactive=0i,slab=0i,shared=0i,commit_limit=0i,committed_as=0i,dirty=0i,\
+             high_free=0i,high_total=0i,huge_pages_free=0i,huge_page_size=0i,\
+             huge_pages_total=0i,low_free=0i,low_total=0i,mapped=0i,page_tables=0i,\
+             sreclaimable=0i,sunreclaim=0i,swap_cached=0i,swap_free=0i,swap_total=0i,\
+             vmalloc_chunk=0i,vmalloc_total=0i,vmalloc_used=0i,write_back=0i,\
+             write_back_tmp=0i 1\n"
         );
     }
 
@@ -642,14 +765,20 @@ mod tests {
             total: 400,
             used: 100,
             free: 300,
+            sin: Some(4096),
+            sout: Some(8192),
         };
         let (_, out) = lines(|o| write_swap(o, &HOST_ONLY, &s, 9));
         assert_eq!(
             out,
-            "swap,host=pi total=400i,used=100i,free=300i,used_percent=25 9\n"
+            "swap,host=pi total=400i,used=100i,free=300i,used_percent=25,in=4096i,out=8192i 9\n"
         );
+        // issue 19: a machine without swap gets used_percent=0, as Telegraf writes it.
         let (_, out) = lines(|o| write_swap(o, &HOST_ONLY, &Swap::default(), 9));
-        assert_eq!(out, "swap,host=pi total=0i,used=0i,free=0i 9\n");
+        assert_eq!(
+            out,
+            "swap,host=pi total=0i,used=0i,free=0i,used_percent=0 9\n"
+        );
     }
 
     #[test]
@@ -660,6 +789,20 @@ mod tests {
             load15: 2.0,
             n_cpus: 4,
             uptime: 3600,
+            n_users: Some(3),
+            n_unique_users: Some(2),
+        };
+        let (_, out) = lines(|o| write_system(o, &HOST_ONLY, &s, 10));
+        assert_eq!(
+            out,
+            "system,host=pi load1=0.5,load5=1.25,load15=2,n_cpus=4i,uptime=3600i,n_users=3i,\
+             n_unique_users=2i 10\n"
+        );
+        // Without utmp Telegraf leaves both out; so do we.
+        let s = System {
+            n_users: None,
+            n_unique_users: None,
+            ..s
         };
         let (_, out) = lines(|o| write_system(o, &HOST_ONLY, &s, 10));
         assert_eq!(
@@ -704,6 +847,7 @@ mod tests {
             iops_in_progress: 9,
             merged_reads: 10,
             merged_writes: 11,
+            ..DiskIo::default()
         };
         let (_, out) = lines(|o| write_diskio(o, &TAGS, &d, 12));
         assert_eq!(
@@ -712,10 +856,21 @@ mod tests {
              write_bytes=1024i,read_time=5i,write_time=6i,io_time=7i,weighted_io_time=8i,\
              iops_in_progress=9i,merged_reads=10i,merged_writes=11i 12\n"
         );
+        let d = DiskIo {
+            io_await: Some(2.5),
+            io_svctm: Some(0.5),
+            io_util: Some(12.5),
+            ..d
+        };
+        let (_, out) = lines(|o| write_diskio(o, &TAGS, &d, 12));
+        assert!(
+            out.ends_with(",merged_writes=11i,io_await=2.5,io_svctm=0.5,io_util=12.5 12\n"),
+            "{out}"
+        );
     }
 
     #[test]
-    fn disk_line_sorts_its_three_tags_and_computes_used_percent_as_telegraf() {
+    fn disk_line_sorts_its_four_tags_and_computes_used_percent_as_telegraf() {
         let d = Disk {
             path: "/boot/firmware".into(),
             device: "mmcblk0p1".into(),
@@ -726,12 +881,14 @@ mod tests {
             inodes_total: 10,
             inodes_free: 4,
             inodes_used: 6,
+            mode: "ro".into(),
         };
         let (_, out) = lines(|o| write_disk(o, &TAGS, &d, 13));
         // used / (used + free): 200 / 800, not 200 / total.
         assert_eq!(
             out,
-            "disk,device=mmcblk0p1,fstype=vfat,host=pi,path=/boot/firmware,region=eu,zone=z1 \
+            "disk,device=mmcblk0p1,fstype=vfat,host=pi,mode=ro,path=/boot/firmware,region=eu,\
+             zone=z1 \
              total=1000i,free=600i,used=200i,inodes_total=10i,inodes_free=4i,inodes_used=6i,\
              used_percent=25 13\n"
         );
@@ -761,6 +918,30 @@ mod tests {
     }
 
     #[test]
+    fn processes_line_has_every_linux_field_of_telegraf() {
+        let p = Processes {
+            blocked: 1,
+            running: 2,
+            sleeping: 3,
+            stopped: 4,
+            zombies: 5,
+            dead: 6,
+            idle: 7,
+            paging: 8,
+            parked: 9,
+            unknown: 10,
+            total: 55,
+            total_threads: 600,
+        };
+        let (_, out) = lines(|o| write_processes(o, &HOST_ONLY, &p, 16));
+        assert_eq!(
+            out,
+            "processes,host=pi blocked=1i,running=2i,sleeping=3i,stopped=4i,zombies=5i,dead=6i,\
+             idle=7i,paging=8i,parked=9i,unknown=10i,total=55i,total_threads=600i 16\n"
+        );
+    }
+
+    #[test]
     fn health_line() {
         let h = Health {
             buffered_batches: 1,
@@ -773,6 +954,7 @@ mod tests {
             memory_batches: 7,
             dead_letter_batches: 8,
             dropped_snapshots: 9,
+            agent_version: String::new(),
         };
         let (_, out) = lines(|o| write_health(o, &HOST_ONLY, &h, 15));
         assert_eq!(
@@ -780,6 +962,15 @@ mod tests {
             "autofact,host=pi buffered_batches=1i,buffered_bytes=2i,dropped_batches=3i,\
              reconnects=4i,collect_us=5i,parse_errors=6i,buffer_state=2i,memory_batches=7i,\
              dead_letter_batches=8i,dropped_snapshots=9i 15\n"
+        );
+        let h = Health {
+            agent_version: "0.2.0 \"x\"".into(),
+            ..h
+        };
+        let (_, out) = lines(|o| write_health(o, &HOST_ONLY, &h, 15));
+        assert!(
+            out.ends_with(",dropped_snapshots=9i,agent_version=\"0.2.0 \\\"x\\\"\" 15\n"),
+            "{out}"
         );
     }
 
@@ -791,6 +982,7 @@ mod tests {
             load15: f64::NEG_INFINITY,
             n_cpus: 2,
             uptime: 3,
+            ..System::default()
         };
         let (_, out) = lines(|o| write_system(o, &HOST_ONLY, &s, 1));
         assert_eq!(out, "system,host=pi n_cpus=2i,uptime=3i 1\n");

@@ -162,6 +162,8 @@ pub struct Periods {
     pub temp_ms: u32,
     /// `autofact` (agent health) measurement.
     pub health_ms: u32,
+    /// `processes` measurement (release 0.2).
+    pub processes_ms: u32,
 }
 
 impl Periods {
@@ -178,6 +180,7 @@ impl Periods {
             disk_ms: ms,
             temp_ms: ms,
             health_ms: ms,
+            processes_ms: ms,
         }
     }
 }
@@ -204,9 +207,10 @@ impl Config {
     /// A stable 64-bit hash of every field (FNV-1a over the fields in declaration order, each
     /// as little-endian bytes). The agent reports the hash of the Config it applied; the factory
     /// compares it with the hash of the Config it means the client to have. Never 0.
+    /// `processes_ms`, added to the periods later, is hashed last.
     pub fn hash(&self) -> u64 {
         let p = &self.periods;
-        let words: [u64; 15] = [
+        let words: [u64; 16] = [
             p.cpu_ms.into(),
             p.kernel_ms.into(),
             p.mem_ms.into(),
@@ -222,6 +226,7 @@ impl Config {
             self.buffer_cap_bytes,
             self.give_up_secs.into(),
             self.max_message_bytes.into(),
+            p.processes_ms.into(),
         ];
         let mut h: u64 = 0xcbf2_9ce4_8422_2325;
         for w in words {
@@ -355,6 +360,8 @@ pub struct Snapshot {
     pub clock_sync: ClockSync,
     /// The boot this snapshot was taken in (`/proc/sys/kernel/random/boot_id`); empty = unknown.
     pub boot_id: String,
+    /// `processes` (release 0.2).
+    pub processes: Option<Processes>,
 }
 
 /// CPU usage percentages over one interval (Telegraf `cpu`, fields `usage_*`).
@@ -395,6 +402,8 @@ pub struct Kernel {
     pub interrupts: u64,
     /// `processes`.
     pub processes_forked: u64,
+    /// `/proc/sys/kernel/random/entropy_avail`; `None` when unreadable.
+    pub entropy_avail: Option<u64>,
 }
 
 /// Telegraf `mem`, bytes.
@@ -420,6 +429,50 @@ pub struct Mem {
     pub slab: u64,
     /// Shmem
     pub shared: u64,
+    /// CommitLimit
+    pub commit_limit: u64,
+    /// Committed_AS
+    pub committed_as: u64,
+    /// Dirty
+    pub dirty: u64,
+    /// HighFree (32-bit kernels with highmem; 0 elsewhere)
+    pub high_free: u64,
+    /// HighTotal
+    pub high_total: u64,
+    /// HugePages_Free (a count, not bytes)
+    pub huge_pages_free: u64,
+    /// Hugepagesize
+    pub huge_page_size: u64,
+    /// HugePages_Total (a count)
+    pub huge_pages_total: u64,
+    /// LowFree
+    pub low_free: u64,
+    /// LowTotal
+    pub low_total: u64,
+    /// Mapped
+    pub mapped: u64,
+    /// PageTables
+    pub page_tables: u64,
+    /// SReclaimable
+    pub sreclaimable: u64,
+    /// SUnreclaim
+    pub sunreclaim: u64,
+    /// SwapCached
+    pub swap_cached: u64,
+    /// SwapFree
+    pub swap_free: u64,
+    /// SwapTotal
+    pub swap_total: u64,
+    /// VmallocChunk
+    pub vmalloc_chunk: u64,
+    /// VmallocTotal
+    pub vmalloc_total: u64,
+    /// VmallocUsed
+    pub vmalloc_used: u64,
+    /// Writeback
+    pub write_back: u64,
+    /// WritebackTmp
+    pub write_back_tmp: u64,
 }
 
 /// Telegraf `swap`, bytes.
@@ -431,6 +484,10 @@ pub struct Swap {
     pub used: u64,
     /// SwapFree
     pub free: u64,
+    /// Bytes swapped in since boot (`/proc/vmstat` pswpin * page size); `None` when unreadable.
+    pub sin: Option<u64>,
+    /// Bytes swapped out since boot (pswpout * page size); `None` when unreadable.
+    pub sout: Option<u64>,
 }
 
 /// Telegraf `system`.
@@ -446,6 +503,10 @@ pub struct System {
     pub n_cpus: u32,
     /// Seconds since boot.
     pub uptime: u64,
+    /// Login sessions in utmp (`USER_PROCESS` records); `None` where there is no utmp.
+    pub n_users: Option<u32>,
+    /// Distinct user names among those sessions.
+    pub n_unique_users: Option<u32>,
 }
 
 /// Telegraf `net`, one interface.
@@ -472,7 +533,7 @@ pub struct Net {
 }
 
 /// Telegraf `diskio`, one block device.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct DiskIo {
     /// Device name (sda, mmcblk0p2, ...).
     pub name: String,
@@ -498,6 +559,12 @@ pub struct DiskIo {
     pub merged_reads: u64,
     /// Writes merged.
     pub merged_writes: u64,
+    /// Milliseconds per completed I/O over the interval since the previous sample.
+    pub io_await: Option<f64>,
+    /// Milliseconds busy per completed I/O over that interval.
+    pub io_svctm: Option<f64>,
+    /// Percent of that interval the device was busy.
+    pub io_util: Option<f64>,
 }
 
 /// Telegraf `disk`, one mounted filesystem.
@@ -521,6 +588,8 @@ pub struct Disk {
     pub inodes_free: u64,
     /// f_files - f_ffree
     pub inodes_used: u64,
+    /// `rw`, `ro` or `unknown`, from the mount options (Telegraf's `mode` tag).
+    pub mode: String,
 }
 
 /// Telegraf `temp`, one thermal zone.
@@ -532,8 +601,37 @@ pub struct Temp {
     pub temp: f64,
 }
 
-/// The agent's own health (measurement `autofact`).
+/// Telegraf `processes`: tasks by their state letter in `/proc/[pid]/stat` (proc(5)).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Processes {
+    /// `D`, uninterruptible (disk) sleep.
+    pub blocked: u32,
+    /// `R`.
+    pub running: u32,
+    /// `S`.
+    pub sleeping: u32,
+    /// `T` and `t` (stopped, tracing stop).
+    pub stopped: u32,
+    /// `Z`.
+    pub zombies: u32,
+    /// `X`.
+    pub dead: u32,
+    /// `I`, idle kernel threads (Linux 4.14+).
+    pub idle: u32,
+    /// `W`, paging (kernels before 2.6).
+    pub paging: u32,
+    /// `P`, parked.
+    pub parked: u32,
+    /// Any other state letter.
+    pub unknown: u32,
+    /// Every process read.
+    pub total: u32,
+    /// The sum of their `num_threads`.
+    pub total_threads: u64,
+}
+
+/// The agent's own health (measurement `autofact`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Health {
     /// Batches in the disk buffer, not yet acknowledged.
     pub buffered_batches: u64,
@@ -555,4 +653,6 @@ pub struct Health {
     pub dead_letter_batches: u64,
     /// Snapshots dropped because the memory queue was full (disk refusing writes).
     pub dropped_snapshots: u64,
+    /// The agent's version; empty from agents before release 0.2.
+    pub agent_version: String,
 }

@@ -109,7 +109,7 @@ fn a_first_release_batch_reads_with_every_new_field_at_its_default() {
     let s = &b.snapshots[0];
     assert_eq!(s.time_ns, 1_700_000_000_000_000_000);
     assert_eq!((s.boottime_ns, s.clock_sync), (0, ClockSync::Unknown));
-    let h = s.health.expect("health");
+    let h = s.health.as_ref().expect("health");
     assert_eq!((h.buffered_batches, h.dropped_batches), (3, 1));
     assert_eq!(h.buffer_state, BufferState::Disk);
 }
@@ -142,7 +142,7 @@ fn a_first_release_factory_reads_this_releases_hello_and_batch() {
         Some(batch.snapshots[0].cpu[0].name.as_str())
     );
     let h = first.health().expect("health");
-    let want = batch.snapshots[0].health.expect("health");
+    let want = batch.snapshots[0].health.as_ref().expect("health");
     assert_eq!(h.parse_errors(), want.parse_errors);
 }
 
@@ -197,6 +197,9 @@ fn config_hash_is_stable_and_sees_every_field() {
     c.max_message_bytes += 1;
     variants.push(c);
     let mut c = base;
+    c.periods.processes_ms += 1;
+    variants.push(c);
+    let mut c = base;
     c.buffer_cap_bytes -= 1;
     variants.push(c);
     let mut hashes: Vec<u64> = variants.iter().map(Config::hash).collect();
@@ -209,5 +212,5 @@ fn config_hash_is_stable_and_sees_every_field() {
     );
 }
 
-/// `Config::default().hash()` as release 0.2 computes it.
-const RECORDED_DEFAULT_HASH: u64 = 6_304_011_934_662_885_811;
+/// `Config::default().hash()` as release 0.2 computes it (with `processes_ms`, issue 19).
+const RECORDED_DEFAULT_HASH: u64 = 14_259_778_155_083_896_554;

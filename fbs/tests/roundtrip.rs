@@ -122,6 +122,8 @@ fn extreme_values_round_trip() {
         load15: 5e-324,
         n_cpus: u32::MAX,
         uptime: u64::MAX,
+        n_users: Some(u32::MAX),
+        n_unique_users: None,
     });
     let msg = Message::Batch(Batch {
         seq: u64::MAX,

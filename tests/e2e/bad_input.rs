@@ -216,6 +216,7 @@ fn bad_input_is_rejected_and_logged_while_good_agents_keep_working() {
                     load15: 1.0,
                     n_cpus: 2,
                     uptime: i as u64,
+                    ..Default::default()
                 }),
                 ..Default::default()
             })

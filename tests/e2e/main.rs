@@ -6,10 +6,18 @@
 //! them in parallel threads. Everything is killed and removed on drop, also when a test fails
 //! (`AUTOFACT_KEEP_TMP=1` keeps the dirs with every process's output for a post-mortem).
 //! Without `influxd` the tests fail, unless `AUTOFACT_SKIP_INFLUX=1` (then they print SKIPPED).
+//! The scale-out scenarios (`scale_out`) also need Debian's `haproxy` (`AUTOFACT_SKIP_HAPROXY=1`
+//! skips), the store scenario (`victoria`) Debian's `victoria-metrics` (`AUTOFACT_SKIP_VICTORIA=1`).
 
+mod agent_faults;
 mod bad_input;
+mod dashboards;
+mod factory_disk;
 mod faults;
 mod happy;
+mod identity;
+mod scale_out;
+mod victoria;
 
 use autofact_tests::harness::{
     check_series, now_ns, wait_series_until, Agent, AgentSpec, Factory, FactorySpec, SeriesReport,

@@ -61,6 +61,43 @@ impl BufferError {
     }
 }
 
+/// Why the disk refuses writes, as far as the OS said (`errno` of the first failed write).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DiskFault {
+    /// ENOSPC or EDQUOT: no space left.
+    Full,
+    /// EROFS, EACCES or EPERM: the disk (or the directory) does not accept writes.
+    ReadOnly,
+    /// Any other error (EIO, a bug, corruption found while writing).
+    Other,
+}
+
+impl BufferError {
+    /// Classifies the error by the first `io::Error` in its source chain.
+    pub fn fault(&self) -> DiskFault {
+        let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(self);
+        while let Some(e) = cur {
+            if let Some(io) = e.downcast_ref::<std::io::Error>() {
+                return fault_of(io);
+            }
+            cur = e.source();
+        }
+        DiskFault::Other
+    }
+}
+
+/// Classifies one I/O error.
+pub fn fault_of(e: &std::io::Error) -> DiskFault {
+    match e.raw_os_error() {
+        Some(nix::libc::ENOSPC) | Some(nix::libc::EDQUOT) => DiskFault::Full,
+        Some(nix::libc::EROFS) | Some(nix::libc::EACCES) | Some(nix::libc::EPERM) => {
+            DiskFault::ReadOnly
+        }
+        _ if e.kind() == std::io::ErrorKind::PermissionDenied => DiskFault::ReadOnly,
+        _ => DiskFault::Other,
+    }
+}
+
 impl fmt::Display for BufferError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

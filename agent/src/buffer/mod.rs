@@ -12,7 +12,16 @@
 //!                 "batches"  key = seq as 8 big-endian bytes (so key order = seq order),
 //!                            value = the encoded Batch, exactly as `append`'s closure returned it
 //!                 "meta"     key "next_seq" = the next seq to assign, 8 big-endian bytes
+//!                            key "p" + 8 big-endian bytes (added in release 0.2) = one
+//!                            collected snapshot not yet in a batch (encoded by the caller), in
+//!                            collection order. In "meta" rather than a keyspace of their own:
+//!                            creating a keyspace costs a new buffer about 20 fsyncs, and an older
+//!                            release, which only reads "next_seq", ignores these keys.
 //! ```
+//!
+//! A snapshot is stored as pending when it is collected ([`Buffer::add_pending`]); at each push
+//! [`Buffer::seal`] turns the pending snapshots into batches and deletes them from "meta" in one
+//! atomic write, so a kill between two pushes loses nothing and a snapshot is never in two batches.
 //!
 //! `meta/next_seq` is written when the buffer is created and in the same atomic fjall write batch as
 //! every deletion (ack or drop-oldest), so after any crash `max(meta/next_seq, last key + 1)` is at
@@ -64,15 +73,21 @@
 //! `examples/buffer_rss.rs` measures the resulting RSS, `examples/buffer_bench.rs` the throughput and
 //! the bytes written to disk.
 //!
+//! A full disk (ENOSPC, EDQUOT) or a read-only one (EROFS, EACCES, EPERM) met while opening is never
+//! a reason to move a buffer aside: the open fails with that error ([`BufferError::fault`]) and the
+//! caller retries later. `OPENING` is replaced by rename, and an unparsable count reads as 0, so a
+//! write cut by a full disk never reads as crashed opens.
+//!
 //! # Errors
 //!
-//! After a failed write fjall refuses every later one ([`BufferError::is_fatal`]); the agent should
-//! then exit and let its supervisor restart it, which reopens (and, if need be, moves aside) the buffer.
+//! After a failed write fjall refuses every later one ([`BufferError::is_fatal`]). The agent's store
+//! thread (`run::queue`) then keeps batches in memory, drops this `Buffer` and reopens the directory
+//! until the disk takes writes again.
 
 mod error;
 mod store;
 
-pub use error::BufferError;
+pub use error::{fault_of, BufferError, DiskFault};
 
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
@@ -119,6 +134,8 @@ struct State {
     cap: u64,
     /// A batch was appended since the last `flush`.
     dirty: bool,
+    /// The key the next pending snapshot gets.
+    pending_next: u64,
 }
 
 /// A persistent FIFO of encoded batches keyed by seq. Cheap to call, but every method except
@@ -150,6 +167,14 @@ const _: () = {
 
 fn key(seq: u64) -> [u8; 8] {
     seq.to_be_bytes()
+}
+
+/// The meta key of pending snapshot `k`.
+fn pending_key(k: u64) -> [u8; 9] {
+    let mut out = [0u8; 9];
+    out[0] = store::PENDING_PREFIX;
+    out[1..].copy_from_slice(&k.to_be_bytes());
+    out
 }
 
 impl Buffer {
@@ -197,17 +222,63 @@ impl Buffer {
         })
     }
 
+    fn decode_pending_key(&self, k: &[u8]) -> Result<u64, BufferError> {
+        store::decode_pending(k).ok_or_else(|| BufferError::Corrupt {
+            path: self.dir.clone(),
+            what: format!("a pending key is {} bytes long, not 9", k.len()),
+        })
+    }
+
     /// Assigns the next seq, stores `encode(seq)` under it, returns the seq. Drops the oldest batches
     /// when the stored bytes would pass the cap; the new batch itself is always kept.
     pub fn append(&self, encode: impl FnOnce(u64) -> Vec<u8>) -> Result<u64, BufferError> {
+        let seqs = self.seal(None, |seq| vec![encode(seq)])?;
+        Ok(seqs.first().copied().unwrap_or(0))
+    }
+
+    /// Stores one collected snapshot (`bytes`, encoded by the caller) until [`Buffer::seal`]
+    /// gathers it into a batch: this is how a snapshot is on disk from the moment it is
+    /// collected, not from the next push.
+    pub fn add_pending(&self, bytes: &[u8]) -> Result<u64, BufferError> {
+        self.backpressure();
+        let mut st = self.lock();
+        let k = st.pending_next;
+        self.meta
+            .insert(pending_key(k), bytes)
+            .map_err(self.store_err("store collected snapshot"))?;
+        st.pending_next = k + 1;
+        st.dirty = true;
+        Ok(k)
+    }
+
+    /// The pending snapshots, oldest first, with their keys.
+    pub fn pending(&self) -> Result<Vec<(u64, Vec<u8>)>, BufferError> {
+        let mut out = Vec::new();
+        for item in self.meta.prefix([store::PENDING_PREFIX]) {
+            let (k, v) = item.into_inner().map_err(self.store_err("read pending"))?;
+            out.push((self.decode_pending_key(&k)?, v.to_vec()));
+        }
+        Ok(out)
+    }
+
+    /// In one atomic write: stores the batches `encode(first seq)` returns under consecutive seqs,
+    /// deletes the pending snapshots with keys <= `upto` (those the batches were built from), and
+    /// drops the oldest batches when the stored bytes would pass the cap (the new batches are
+    /// always kept). Returns the seqs assigned.
+    pub fn seal(
+        &self,
+        upto: Option<u64>,
+        encode: impl FnOnce(u64) -> Vec<Vec<u8>>,
+    ) -> Result<Vec<u64>, BufferError> {
         // Wait for fjall outside the lock, so `stats` (the health fact) never waits on it.
         self.backpressure();
         let mut st = self.lock();
-        let seq = st.next_seq;
-        let value = encode(seq);
-        let len = value.len() as u64;
+        let first = st.next_seq;
+        let values = encode(first);
+        let len: u64 = values.iter().map(|v| v.len() as u64).sum();
+        let seqs: Vec<u64> = (first..first + values.len() as u64).collect();
 
-        // Pick the oldest batches to drop so that the new one fits under the cap.
+        // Pick the oldest batches to drop so that the new ones fit under the cap.
         let excess = (st.bytes + len).saturating_sub(st.cap);
         let mut victims = Vec::new();
         let mut freed = 0u64;
@@ -223,24 +294,49 @@ impl Buffer {
                 freed += v.len() as u64;
             }
         }
+        let mut gathered = Vec::new();
+        if let Some(upto) = upto {
+            for item in self.meta.range(pending_key(0)..=pending_key(upto)) {
+                let k = item.key().map_err(self.store_err("scan pending"))?;
+                gathered.push(self.decode_pending_key(&k)?);
+            }
+        }
 
-        // One atomic write: the new batch and the deletions that make room for it.
+        // One atomic write: the new batches, the snapshots they hold, the room made for them.
         let mut wb = self.db.batch();
-        wb.insert(&self.batches, key(seq), value);
+        for (seq, value) in seqs.iter().zip(values) {
+            wb.insert(&self.batches, key(*seq), value);
+        }
         for v in &victims {
             wb.remove(&self.batches, key(*v));
         }
+        for g in &gathered {
+            wb.remove(&self.meta, pending_key(*g));
+        }
         wb.commit().map_err(self.store_err("append batch"))?;
 
-        st.next_seq = seq + 1;
-        st.batches = st.batches + 1 - victims.len() as u64;
+        st.next_seq = first + seqs.len() as u64;
+        st.batches = st.batches + seqs.len() as u64 - victims.len() as u64;
         st.bytes = st.bytes + len - freed;
         st.dropped += victims.len() as u64;
         if let Some(last) = victims.last() {
             st.oldest = last + 1;
         }
         st.dirty = true;
-        Ok(seq)
+        Ok(seqs)
+    }
+
+    /// Makes sure no seq below `next` is assigned from now on (batches held in memory while the
+    /// disk refused writes already use them). Takes effect in memory at once and reaches the disk
+    /// with the next write batch.
+    pub fn reserve(&self, next: u64) {
+        let mut st = self.lock();
+        if next > st.next_seq {
+            st.next_seq = next;
+            if st.batches == 0 {
+                st.oldest = next;
+            }
+        }
     }
 
     /// Up to `max` batches with seq > `after`, oldest first.

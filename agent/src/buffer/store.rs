@@ -6,7 +6,6 @@ use std::io::{self, Write};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use fjall::config::{BlockSizePolicy, FilterPolicy, FilterPolicyEntry, PinningPolicy};
 use fjall::{Database, KeyspaceCreateOptions};
@@ -24,6 +23,8 @@ const LOCK_FILE: &str = "LOCK";
 const DB_DIR: &str = "db";
 const BATCHES: &str = "batches";
 const META: &str = "meta";
+/// The first byte of a pending snapshot's key in "meta" (release 0.2; see the module doc).
+pub(super) const PENDING_PREFIX: u8 = b'p';
 pub(super) const NEXT_SEQ: &[u8] = b"next_seq";
 
 /// After this many opens that started and never finished (each one killed or aborted during recovery),
@@ -56,17 +57,22 @@ enum Failure {
     Fatal(BufferError),
 }
 
+pub(super) fn decode_pending(k: &[u8]) -> Option<u64> {
+    match k.split_first() {
+        Some((&PENDING_PREFIX, rest)) => decode_seq(rest),
+        _ => None,
+    }
+}
+
 pub(super) fn decode_seq(k: &[u8]) -> Option<u64> {
     <[u8; 8]>::try_from(k).ok().map(u64::from_be_bytes)
 }
 
 fn unix_now() -> std::time::Duration {
-    // A clock before 1970 only changes the start seq of a fresh buffer; 0 is a fine fallback.
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
+    // The agent's wall clock (with its test-only offset, see `crate::clock`): a fresh buffer's
+    // seqs start at it. A clock before 1970 only changes that start; 0 is a fine fallback.
+    std::time::Duration::from_nanos(u64::try_from(crate::clock::now_ns()).unwrap_or(0))
 }
-
 fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> BufferError + 'a {
     move |source| BufferError::Io {
         op,
@@ -122,8 +128,9 @@ fn move_aside(dir: &Path) -> Result<PathBuf, BufferError> {
 }
 
 fn classify_io(op: &'static str, path: &Path, e: io::Error) -> Failure {
-    // Permissions are the operator's problem, not the data's: moving aside would not help either.
-    if e.kind() == io::ErrorKind::PermissionDenied {
+    // Permissions, a full or a read-only disk are the disk's problem, not the data's: moving the
+    // buffer aside would not help (and would hide its data from the factory).
+    if super::fault_of(&e) != super::DiskFault::Other {
         Failure::Fatal(io_err(op, path)(e))
     } else {
         Failure::Corrupt(format!("{op} {}: {e}", path.display()))
@@ -179,7 +186,9 @@ fn check_format(dir: &Path) -> Result<(), Failure> {
 fn begin_open(dir: &Path) -> Result<(), Failure> {
     let path = dir.join(OPENING_FILE);
     let started = match fs::read_to_string(&path) {
-        Ok(text) => text.trim().parse::<u32>().unwrap_or(MAX_UNFINISHED_OPENS),
+        // The counter is replaced by rename, so a torn write cannot happen; a file that still
+        // does not parse (an older release's write cut by a full disk) is not a crashed start.
+        Ok(text) => text.trim().parse::<u32>().unwrap_or(0),
         Err(e) if e.kind() == io::ErrorKind::NotFound => 0,
         Err(e) => return Err(classify_io("read", &path, e)),
     };
@@ -188,9 +197,15 @@ fn begin_open(dir: &Path) -> Result<(), Failure> {
             "the last {started} attempts to open it died during recovery"
         )));
     }
-    // Only a process kill must be survived here, so the page cache is enough: no fsync.
-    fs::write(&path, format!("{}\n", started + 1))
-        .map_err(|e| Failure::Fatal(io_err("write", &path)(e)))
+    // Only a process kill must be survived here, so the page cache is enough: no fsync. Written
+    // to a temp file and renamed, so a full disk leaves the old count, never a cut one.
+    let tmp = path.with_extension("tmp");
+    fs::write(&tmp, format!("{}\n", started + 1))
+        .and_then(|()| fs::rename(&tmp, &path))
+        .map_err(|e| {
+            let _ = fs::remove_file(&tmp);
+            Failure::Fatal(io_err("write", &path)(e))
+        })
 }
 
 fn end_open(dir: &Path) -> Result<(), BufferError> {
@@ -238,6 +253,12 @@ fn lock(dir: &Path) -> Result<Flock<fs::File>, Failure> {
 }
 
 fn try_open(dir: &Path, cap: u64) -> Result<Buffer, Failure> {
+    if fs::symlink_metadata(dir).is_ok_and(|m| !m.is_dir()) {
+        return Err(Failure::Corrupt(format!(
+            "{} is a file, not a buffer directory",
+            dir.display()
+        )));
+    }
     fs::create_dir_all(dir).map_err(|e| Failure::Fatal(io_err("create directory", dir)(e)))?;
     let lock = lock(dir)?;
     check_format(dir)?;
@@ -248,7 +269,20 @@ fn try_open(dir: &Path, cap: u64) -> Result<Buffer, Failure> {
         let path = db_path.clone();
         move |e: fjall::Error| match e {
             fjall::Error::Locked => Failure::Fatal(BufferError::Locked { path }),
-            other => Failure::Corrupt(format!("{op}: {other}")),
+            other => {
+                let err = BufferError::Store {
+                    op,
+                    path,
+                    source: other,
+                };
+                // ENOSPC, EROFS, EACCES while opening say nothing about the data: never move
+                // a buffer aside for them (the agent runs from memory until the disk is back).
+                if err.fault() == super::DiskFault::Other {
+                    Failure::Corrupt(err.to_string())
+                } else {
+                    Failure::Fatal(err)
+                }
+            }
         }
     };
     // fjall may panic on some corrupt files (it `expect`s its own metadata); where panics unwind,
@@ -267,7 +301,14 @@ fn try_open(dir: &Path, cap: u64) -> Result<Buffer, Failure> {
         let meta = db
             .keyspace(META, meta_options)
             .map_err(store("open meta"))?;
-        let (state, saved_next) = recover(&batches, &meta, cap)?;
+        let (mut state, saved_next) = recover(&batches, &meta, cap)?;
+        state.pending_next = match meta.prefix([PENDING_PREFIX]).next_back() {
+            Some(kv) => {
+                let k = kv.key().map_err(store("read pending"))?;
+                decode_pending(&k).map_or(0, |k| k + 1)
+            }
+            None => 0,
+        };
         Ok((db, batches, meta, state, saved_next))
     }))
     .map_err(|panic| {
@@ -343,6 +384,7 @@ fn recover(
         dropped: 0,
         cap,
         dirty: false,
+        pending_next: 0,
     };
     Ok((state, saved))
 }

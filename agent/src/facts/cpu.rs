@@ -7,8 +7,10 @@
 //! - `usage_user` is `(Δuser - Δguest) / Δtotal` and `usage_nice` is `(Δnice - Δguest_nice) / Δtotal`;
 //! - `usage_guest` and `usage_guest_nice` are their own deltas over the same total.
 //!
-//! A counter that went backwards (reboot, cpu hot-unplug and back, a wrap) or a total that did
-//! not move gives no result at all, so no NaN or negative percentage is ever reported.
+//! As in Telegraf, only the total decides whether an interval gives a point: a total that went
+//! backwards (cpu hot-unplug and back, a wrap) or did not move gives none, so no NaN is ever
+//! reported. A single counter that went backwards while the total moved on (iowait does on
+//! tickless kernels, proc(5)) gives its negative share, as Telegraf reports it.
 
 use super::stat::CpuTimes;
 use autofact_fbs::Cpu;
@@ -17,40 +19,30 @@ use std::fmt::Write;
 /// Fills the percentage fields of `out` from `prev` -> `cur`; returns false (and leaves `out`
 /// unspecified) when the interval yields no point. `out.name` is not touched.
 pub fn usage_into(prev: &CpuTimes, cur: &CpuTimes, out: &mut Cpu) -> bool {
-    let pairs = [
-        (prev.user, cur.user),
-        (prev.nice, cur.nice),
-        (prev.system, cur.system),
-        (prev.idle, cur.idle),
-        (prev.iowait, cur.iowait),
-        (prev.irq, cur.irq),
-        (prev.softirq, cur.softirq),
-        (prev.steal, cur.steal),
-        (prev.guest, cur.guest),
-        (prev.guest_nice, cur.guest_nice),
-    ];
-    let mut d = [0u64; 10];
-    for (i, (p, c)) in pairs.into_iter().enumerate() {
-        match c.checked_sub(p) {
-            Some(delta) => d[i] = delta,
-            None => return false,
-        }
-    }
-    let [user, nice, system, idle, iowait, irq, softirq, steal, guest, guest_nice] = d;
-    // u128 so that no sum of u64 counters can overflow.
-    let total: u128 = [user, nice, system, idle, iowait, irq, softirq, steal]
-        .iter()
-        .map(|&x| u128::from(x))
-        .sum();
-    if total == 0 {
+    // Signed deltas: a single counter may go backwards (iowait does on tickless kernels,
+    // proc(5)) and then contributes its negative share, as in Telegraf.
+    let d = |p: u64, c: u64| i128::from(c) - i128::from(p);
+    let user = d(prev.user, cur.user);
+    let nice = d(prev.nice, cur.nice);
+    let system = d(prev.system, cur.system);
+    let idle = d(prev.idle, cur.idle);
+    let iowait = d(prev.iowait, cur.iowait);
+    let irq = d(prev.irq, cur.irq);
+    let softirq = d(prev.softirq, cur.softirq);
+    let steal = d(prev.steal, cur.steal);
+    let guest = d(prev.guest, cur.guest);
+    let guest_nice = d(prev.guest_nice, cur.guest_nice);
+    // i128 so that no sum of u64 counters can overflow.
+    let total = user + nice + system + idle + iowait + irq + softirq + steal;
+    // Only the total decides (Telegraf's cpu input): backwards (a cpu unplugged and back, a
+    // reboot under a restored state) or still, no point.
+    if total <= 0 {
         return false;
     }
     let total = total as f64;
-    let pct = |x: u64| 100.0 * x as f64 / total;
-    // guest is accounted in user at the same tick, so Δguest <= Δuser; saturate anyway so a
-    // racing read cannot produce a negative share.
-    out.user = pct(user.saturating_sub(guest));
-    out.nice = pct(nice.saturating_sub(guest_nice));
+    let pct = |x: i128| 100.0 * x as f64 / total;
+    out.user = pct(user - guest);
+    out.nice = pct(nice - guest_nice);
     out.system = pct(system);
     out.idle = pct(idle);
     out.iowait = pct(iowait);
@@ -110,16 +102,28 @@ mod tests {
     }
 
     #[test]
-    fn zero_delta_and_backwards_counters_give_no_point() {
+    fn zero_delta_and_a_total_going_backwards_give_no_point() {
         let a = t([5, 0, 5, 90, 0, 0, 0, 0, 0, 0]);
         assert!(usage(&a, &a).is_none());
-        let mut b = a;
-        b.idle += 10;
-        b.iowait = 0;
+        // The total goes backwards (a cpu unplugged and back): no point, as Telegraf.
         let mut back = a;
-        back.iowait = 1;
-        assert!(usage(&back, &b).is_none());
-        assert!(usage(&a, &b).is_some());
+        back.idle = 80;
+        assert!(usage(&a, &back).is_none());
+    }
+
+    /// Issue 13 item 8: proc(5) says iowait "may decrease" on tickless kernels. Telegraf's cpu
+    /// input drops a sample only when the total goes backwards; a decreasing iowait gives its
+    /// (negative) share: 100 * Δiowait / Δtotal.
+    #[test]
+    fn iowait_going_backwards_still_gives_telegrafs_point() {
+        // user system idle iowait: 10 10 70 10 -> 20 10 150 5 (Δ 10, 0, 80, -5; total 85).
+        let prev = t([10, 0, 10, 70, 10, 0, 0, 0, 0, 0]);
+        let cur = t([20, 0, 10, 150, 5, 0, 0, 0, 0, 0]);
+        let u = usage(&prev, &cur).expect("a point although iowait went backwards");
+        assert!((u.user - 100.0 * 10.0 / 85.0).abs() < 1e-9, "{u:?}");
+        assert!((u.idle - 100.0 * 80.0 / 85.0).abs() < 1e-9, "{u:?}");
+        assert!((u.iowait - 100.0 * -5.0 / 85.0).abs() < 1e-9, "{u:?}");
+        assert_eq!(u.system, 0.0);
     }
 
     #[test]

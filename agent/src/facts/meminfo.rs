@@ -4,6 +4,9 @@
 //! - `used` is `total - free - buffers - cached`, saturating at 0;
 //! - `available` is `MemAvailable`, or on kernels before 3.14 that lack it, the estimate
 //!   `free + buffers + cached`.
+//! - the rest of Telegraf's Linux `mem` fields are the kernel's keys as they are (bytes; the
+//!   `HugePages_*` counts are counts), 0 when a kernel lacks the key (`HighTotal` exists only
+//!   on 32-bit kernels with highmem, `WritebackTmp` since 2.6.26, ...).
 
 use super::ParseError;
 use autofact_fbs::{Mem, Swap};
@@ -35,6 +38,51 @@ pub struct MemInfo {
     pub swap_total: u64,
     /// SwapFree
     pub swap_free: u64,
+    /// The rest of Telegraf's `mem` fields, by Telegraf's name; filled straight from their key.
+    pub extra: Extra,
+}
+
+/// `/proc/meminfo` keys Telegraf reports as they are (proc(5) describes each).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Extra {
+    /// CommitLimit
+    pub commit_limit: u64,
+    /// Committed_AS
+    pub committed_as: u64,
+    /// Dirty
+    pub dirty: u64,
+    /// HighFree
+    pub high_free: u64,
+    /// HighTotal
+    pub high_total: u64,
+    /// HugePages_Free (a count)
+    pub huge_pages_free: u64,
+    /// Hugepagesize
+    pub huge_page_size: u64,
+    /// HugePages_Total (a count)
+    pub huge_pages_total: u64,
+    /// LowFree
+    pub low_free: u64,
+    /// LowTotal
+    pub low_total: u64,
+    /// Mapped
+    pub mapped: u64,
+    /// PageTables
+    pub page_tables: u64,
+    /// SUnreclaim
+    pub sunreclaim: u64,
+    /// SwapCached
+    pub swap_cached: u64,
+    /// VmallocChunk
+    pub vmalloc_chunk: u64,
+    /// VmallocTotal
+    pub vmalloc_total: u64,
+    /// VmallocUsed
+    pub vmalloc_used: u64,
+    /// Writeback
+    pub write_back: u64,
+    /// WritebackTmp
+    pub write_back_tmp: u64,
 }
 
 impl MemInfo {
@@ -62,6 +110,29 @@ impl MemInfo {
             inactive: self.inactive,
             slab: self.slab,
             shared: self.shmem,
+            commit_limit: self.extra.commit_limit,
+            committed_as: self.extra.committed_as,
+            dirty: self.extra.dirty,
+            high_free: self.extra.high_free,
+            high_total: self.extra.high_total,
+            huge_pages_free: self.extra.huge_pages_free,
+            huge_page_size: self.extra.huge_page_size,
+            huge_pages_total: self.extra.huge_pages_total,
+            low_free: self.extra.low_free,
+            low_total: self.extra.low_total,
+            mapped: self.extra.mapped,
+            page_tables: self.extra.page_tables,
+            // gopsutil reports SReclaimable on its own too (besides adding it to cached).
+            sreclaimable: self.s_reclaimable,
+            sunreclaim: self.extra.sunreclaim,
+            swap_cached: self.extra.swap_cached,
+            swap_free: self.swap_free,
+            swap_total: self.swap_total,
+            vmalloc_chunk: self.extra.vmalloc_chunk,
+            vmalloc_total: self.extra.vmalloc_total,
+            vmalloc_used: self.extra.vmalloc_used,
+            write_back: self.extra.write_back,
+            write_back_tmp: self.extra.write_back_tmp,
         }
     }
 
@@ -71,6 +142,9 @@ impl MemInfo {
             total: self.swap_total,
             used: self.swap_total.saturating_sub(self.swap_free),
             free: self.swap_free,
+            // From /proc/vmstat, filled by the caller.
+            sin: None,
+            sout: None,
         }
     }
 }
@@ -81,7 +155,7 @@ pub fn parse(s: &str) -> Result<MemInfo, ParseError> {
     let mut m = MemInfo::default();
     let (mut total, mut free) = (false, false);
     // The number of keys matched below; a kernel prints each once.
-    const KEYS: usize = 12;
+    const KEYS: usize = 12 + 19;
     let mut found = 0;
     for (i, line) in s.lines().enumerate() {
         let lineno = i + 1;
@@ -110,6 +184,25 @@ pub fn parse(s: &str) -> Result<MemInfo, ParseError> {
             "Shmem" => &mut m.shmem,
             "SwapTotal" => &mut m.swap_total,
             "SwapFree" => &mut m.swap_free,
+            "CommitLimit" => &mut m.extra.commit_limit,
+            "Committed_AS" => &mut m.extra.committed_as,
+            "Dirty" => &mut m.extra.dirty,
+            "HighFree" => &mut m.extra.high_free,
+            "HighTotal" => &mut m.extra.high_total,
+            "HugePages_Free" => &mut m.extra.huge_pages_free,
+            "Hugepagesize" => &mut m.extra.huge_page_size,
+            "HugePages_Total" => &mut m.extra.huge_pages_total,
+            "LowFree" => &mut m.extra.low_free,
+            "LowTotal" => &mut m.extra.low_total,
+            "Mapped" => &mut m.extra.mapped,
+            "PageTables" => &mut m.extra.page_tables,
+            "SUnreclaim" => &mut m.extra.sunreclaim,
+            "SwapCached" => &mut m.extra.swap_cached,
+            "VmallocChunk" => &mut m.extra.vmalloc_chunk,
+            "VmallocTotal" => &mut m.extra.vmalloc_total,
+            "VmallocUsed" => &mut m.extra.vmalloc_used,
+            "Writeback" => &mut m.extra.write_back,
+            "WritebackTmp" => &mut m.extra.write_back_tmp,
             _ => continue,
         };
         *target = value(rest, lineno, key)?;

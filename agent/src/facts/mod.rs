@@ -6,7 +6,9 @@
 //! - [`stat`] `/proc/stat` (cpu times, kernel counters), [`cpu`] usage percentages from two samples.
 //! - [`meminfo`], [`loadavg`], [`uptime`], [`netdev`] (`/proc/net/dev`), [`diskstats`].
 //! - [`mounts`] `/proc/self/mounts` and filesystem usage through `statvfs`.
-//! - [`thermal`] `/sys/class/thermal/thermal_zone*`.
+//! - [`thermal`] `/sys/class/hwmon/hwmon*/temp*_input`, else `/sys/class/thermal/thermal_zone*`.
+//! - [`processes`] `/proc/[pid]/stat` states and threads, [`vmstat`] swap in/out pages,
+//!   [`utmp`] login sessions (Telegraf's `processes`, `swap` in/out and `system` users).
 //! - [`cpuinfo`], [`osrelease`], [`host`]: what the agent says about itself in `Hello`.
 //! - [`collector`]: open-once files, reused buffers, one round into a `Snapshot`.
 //!
@@ -25,9 +27,12 @@ pub mod meminfo;
 pub mod mounts;
 pub mod netdev;
 pub mod osrelease;
+pub mod processes;
 pub mod stat;
 pub mod thermal;
 pub mod uptime;
+pub mod utmp;
+pub mod vmstat;
 
 pub use collector::{Collector, Kinds};
 pub use host::HostInfo;
@@ -235,6 +240,11 @@ impl Sysfs {
     /// `root/class/thermal`.
     pub fn thermal_dir(&self) -> PathBuf {
         self.root.join("class/thermal")
+    }
+
+    /// `root/class/hwmon`.
+    pub fn hwmon_dir(&self) -> PathBuf {
+        self.root.join("class/hwmon")
     }
 
     /// Every thermal zone, in zone-number order. A missing `class/thermal` (VMs, containers)

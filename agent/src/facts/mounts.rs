@@ -19,6 +19,20 @@ pub struct Mount {
     pub path: String,
     /// The filesystem type.
     pub fstype: String,
+    /// Telegraf's `mode` tag: `rw` or `ro` from the mount options, else `unknown`.
+    pub mode: &'static str,
+}
+
+/// Telegraf's `mode` from the comma-separated mount options (the fourth field).
+pub fn mode(options: &str) -> &'static str {
+    let has = |o: &str| options.split(',').any(|x| x == o);
+    if has("rw") {
+        "rw"
+    } else if has("ro") {
+        "ro"
+    } else {
+        "unknown"
+    }
 }
 
 /// Every line of the table.
@@ -50,6 +64,7 @@ pub fn parse_into(s: &str, out: &mut Vec<Mount>) -> Result<usize, ParseError> {
         unescape_into(device, &mut m.device);
         unescape_into(path, &mut m.path);
         unescape_into(fstype, &mut m.fstype);
+        m.mode = mode(toks.next().unwrap_or(""));
         n += 1;
     }
     Ok(n)
@@ -219,6 +234,8 @@ pub fn fill_disk(m: &Mount, u: &Usage, out: &mut Disk) {
     out.device
         .push_str(m.device.strip_prefix("/dev/").unwrap_or(&m.device));
     out.fstype.clone_from(&m.fstype);
+    out.mode.clear();
+    out.mode.push_str(m.mode);
     out.total = u.total;
     out.free = u.free;
     out.used = u.used;
@@ -251,6 +268,16 @@ mod tests {
         let sel = select(&v);
         let paths: Vec<&str> = sel.iter().map(|m| m.path.as_str()).collect();
         assert_eq!(paths, ["/d", "/"]);
+    }
+
+    #[test]
+    fn mode_is_read_from_the_options_as_telegraf() {
+        let v =
+            parse("/dev/sda1 / ext4 rw,relatime 0 0\n/dev/sr0 /cd iso9660 ro,nosuid 0 0\nx /y z\n")
+                .expect("parses");
+        let modes: Vec<&str> = v.iter().map(|m| m.mode).collect();
+        assert_eq!(modes, ["rw", "ro", "unknown"]);
+        assert_eq!(mode("rwx,noro"), "unknown");
     }
 
     #[test]

@@ -75,6 +75,7 @@ impl Stat {
             context_switches: self.ctxt?,
             interrupts: self.intr?,
             processes_forked: self.processes?,
+            ..Default::default()
         })
     }
 

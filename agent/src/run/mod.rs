@@ -6,17 +6,21 @@
 //! - [`config`]: the agent's JSON config file (server, data_dir, token, region, zone, hostname).
 //! - [`state`]: identity and last Config kept in `data_dir`, written atomically.
 //! - [`transport`]: resolve, TCP connect, websocket handshake, with timeouts and size limits.
-//! - [`schedule`]: the collection thread: per-kind periods, one Batch per push interval.
+//! - [`schedule`]: the collection thread: per-kind periods, a push request per push interval.
+//! - [`queue`]: the store thread (snapshots to disk at collection, batches at each push, fsync),
+//!   the memory queue used while the disk refuses writes, dead letters.
 //! - [`session`]: the state machine: Hello, Welcome or Reject, send window, acks, keepalive,
 //!   reconnect with [`backoff`], give-up, shutdown.
 //! - [`signals`]: SIGTERM/SIGINT turned into the shutdown channel.
 //!
 //! Threads: the caller's thread runs the session on `smol::block_on`; one dedicated thread runs
-//! the collectors and appends to the buffer, so collection never waits on the network; buffer
-//! calls from the session go through `smol::unblock`.
+//! the collectors, so collection never waits on the network; another (the store thread) does
+//! every buffer write and fsync, so collection never waits on the disk either; queue calls from
+//! the session go through `smol::unblock`.
 
 pub mod backoff;
 pub mod config;
+pub mod queue;
 pub mod schedule;
 pub mod session;
 pub mod signals;
@@ -54,9 +58,18 @@ pub struct Settings {
 impl Settings {
     /// Settings with production timings, logging to stderr.
     pub fn new(config: AgentConfig) -> Settings {
+        let mut timing = Timing::default();
+        // Test only, never set in production: every fsync of the buffer takes this many ms
+        // more, so the end-to-end tests can play a slow SD card with the real binary.
+        if let Some(ms) = std::env::var("AUTOFACT_TEST_SLOW_FSYNC_MS")
+            .ok()
+            .and_then(|v| v.trim().parse::<u64>().ok())
+        {
+            timing.slow_disk = Duration::from_millis(ms);
+        }
         Settings {
             config,
-            timing: Timing::default(),
+            timing,
             log: Log::stderr(),
             proc_root: PathBuf::from("/proc"),
             sys_root: PathBuf::from("/sys"),
@@ -82,6 +95,9 @@ pub struct Timing {
     pub window: usize,
     /// Largest message accepted from the factory.
     pub max_message: usize,
+    /// Test seam: every fsync of the disk buffer takes at least this long (a slow SD card).
+    /// Zero in production.
+    pub slow_disk: Duration,
 }
 
 impl Default for Timing {
@@ -94,6 +110,7 @@ impl Default for Timing {
             close_timeout: Duration::from_millis(1000),
             window: 8,
             max_message: 1024 * 1024,
+            slow_disk: Duration::ZERO,
         }
     }
 }
@@ -128,6 +145,8 @@ pub enum Error {
     Buffer(BufferError),
     /// The collection thread died.
     Collector(String),
+    /// The disk buffer failed and could not be reopened: one line naming it (exit status 1).
+    Fatal(String),
 }
 
 impl Error {
@@ -147,6 +166,7 @@ impl fmt::Display for Error {
             Error::State(e) => e.fmt(f),
             Error::Buffer(e) => write!(f, "disk buffer: {e}"),
             Error::Collector(e) => write!(f, "collection thread: {e}"),
+            Error::Fatal(e) => f.write_str(e),
         }
     }
 }
@@ -157,7 +177,7 @@ impl std::error::Error for Error {
             Error::Config(e) => Some(e),
             Error::State(e) => Some(e),
             Error::Buffer(e) => Some(e),
-            Error::Collector(_) => None,
+            Error::Collector(_) | Error::Fatal(_) => None,
         }
     }
 }
@@ -251,6 +271,7 @@ impl Collect for LiveFacts {
                 Kind::DiskIo => Kinds::DISKIO,
                 Kind::Disk => Kinds::DISK,
                 Kind::Temp => Kinds::TEMP,
+                Kind::Processes => Kinds::PROCESSES,
                 // The scheduler fills health itself, with the buffer's figures.
                 Kind::Health => Kinds::NONE,
             }

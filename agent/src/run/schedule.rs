@@ -1,6 +1,7 @@
-//! The collection thread: collects each fact kind at its period, gathers the snapshots of one
-//! push interval into a Batch appended to the disk buffer, and makes the buffer durable every
-//! flush interval. It never waits on the network: the session reads the buffer on its own.
+//! The collection thread: collects each fact kind at its period and hands each snapshot to the
+//! store thread ([`super::queue`]), which puts it on disk at once; at each push instant it asks
+//! the store thread to gather the pending snapshots into batches. It never waits on the disk
+//! or on the network: the store thread writes, the session reads the queue on its own.
 //!
 //! Collection instants are aligned to multiples of the period since the Unix epoch (as
 //! Telegraf's `round_interval`), so kinds with the same period share one snapshot and a series
@@ -8,14 +9,15 @@
 //! scheduled instant; a round that is late by a whole period or more (suspend, overload) skips
 //! to the latest instant instead of catching up with a burst.
 
+use super::queue::{self, Item, Queue, Spool, StoreTiming};
 use super::state::StateDir;
 use super::Log;
-use crate::buffer::Buffer;
-use autofact_fbs::{Batch, Config, Health, Message, Periods, Snapshot};
+use crate::clock;
+use autofact_fbs::{Config, Health, Periods, Snapshot};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 /// The fact kinds, one per measurement.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,11 +42,13 @@ pub enum Kind {
     Temp,
     /// `autofact`, the agent's own health; filled by the scheduler, not by [`Collect`].
     Health,
+    /// `processes`
+    Processes,
 }
 
 impl Kind {
     /// Every kind.
-    pub const ALL: [Kind; 10] = [
+    pub const ALL: [Kind; 11] = [
         Kind::Cpu,
         Kind::Kernel,
         Kind::Mem,
@@ -55,6 +59,7 @@ impl Kind {
         Kind::Disk,
         Kind::Temp,
         Kind::Health,
+        Kind::Processes,
     ];
 
     /// This kind's period in `p`, in ms; 0 = disabled.
@@ -70,6 +75,7 @@ impl Kind {
             Kind::Disk => p.disk_ms,
             Kind::Temp => p.temp_ms,
             Kind::Health => p.health_ms,
+            Kind::Processes => p.processes_ms,
         }
     }
 }
@@ -88,18 +94,6 @@ pub trait Collect: Send + 'static {
 pub struct Shared {
     /// Sessions established after the first one.
     pub reconnects: AtomicU64,
-    /// Every seq below this is durable (flushed).
-    pub durable_next: AtomicU64,
-    /// Batches lost because the buffer refused an append.
-    pub append_failures: AtomicU64,
-}
-
-/// Makes everything appended so far durable and records up to where.
-pub fn flush(buffer: &Buffer, shared: &Shared) -> Result<(), crate::buffer::BufferError> {
-    let next = buffer.stats().next_seq;
-    buffer.flush()?;
-    shared.durable_next.fetch_max(next, Ordering::AcqRel);
-    Ok(())
 }
 
 enum Cmd {
@@ -118,27 +112,42 @@ pub struct Scheduler {
 pub struct Parts {
     /// The collectors.
     pub source: Box<dyn Collect>,
-    /// Where batches go.
-    pub buffer: Arc<Buffer>,
+    /// Where snapshots go (through the store thread this scheduler starts).
+    pub queue: Arc<Queue>,
     /// Counters for the health fact.
     pub shared: Arc<Shared>,
     /// Where a received Config is persisted.
     pub state: StateDir,
-    /// Pinged (never blocking) after each append, so the session sends without polling.
+    /// Pinged (never blocking) after each new batch, so the session sends without polling.
     pub notify: smol::channel::Sender<()>,
     /// Background flush interval.
     pub flush_every: Duration,
     /// Status lines.
     pub log: Log,
+    /// Test seam (see `Timing::slow_disk`).
+    pub slow_disk: Duration,
 }
 
 impl Scheduler {
     /// Starts the thread with the last known Config (`None`: collect nothing until one arrives).
     pub fn spawn(config: Option<Config>, parts: Parts) -> std::io::Result<Scheduler> {
         let (tx, rx) = mpsc::channel();
+        let limits = config.map_or((0, crate::buffer::DEFAULT_CAP_BYTES), |c| {
+            (c.max_message_bytes, c.buffer_cap_bytes)
+        });
+        let (spool, store) = queue::spawn_store(
+            parts.queue.clone(),
+            StoreTiming {
+                flush_every: parts.flush_every,
+                slow_disk: parts.slow_disk,
+            },
+            parts.notify.clone(),
+            limits,
+            parts.state.clone(),
+        )?;
         let thread = std::thread::Builder::new()
             .name("autofact-collect".into())
-            .spawn(move || Worker::new(config, parts).run(rx))?;
+            .spawn(move || Worker::new(config, parts, spool, store).run(rx))?;
         Ok(Scheduler {
             tx,
             thread: Some(thread),
@@ -172,10 +181,7 @@ impl Drop for Scheduler {
 }
 
 fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    clock::now_ms()
 }
 
 /// The first multiple of `period` strictly after `now`.
@@ -187,22 +193,31 @@ struct Worker {
     config: Option<Config>,
     parts: Parts,
     /// Next instant (unix ms) per kind, `None` when disabled.
-    due: [Option<u64>; 10],
+    due: [Option<u64>; Kind::ALL.len()],
     next_push: Option<u64>,
-    pending: Vec<Snapshot>,
-    last_flush: Instant,
+    /// Snapshots collected since the last push (a push with none is skipped).
+    unsealed: usize,
+    spool: Spool,
+    store: Option<std::thread::JoinHandle<()>>,
     collect_us: u64,
 }
 
 impl Worker {
-    fn new(config: Option<Config>, parts: Parts) -> Worker {
+    fn new(
+        config: Option<Config>,
+        parts: Parts,
+        spool: Spool,
+        store: std::thread::JoinHandle<()>,
+    ) -> Worker {
         let mut w = Worker {
             config: None,
             parts,
-            due: [None; 10],
+            due: [None; Kind::ALL.len()],
             next_push: None,
-            pending: Vec::new(),
-            last_flush: Instant::now(),
+            // Snapshots a killed agent left pending are gathered at the first push.
+            unsealed: 1,
+            spool,
+            store: Some(store),
             collect_us: 0,
         };
         match config {
@@ -232,7 +247,8 @@ impl Worker {
             let p = u64::from(c.push_interval_ms);
             self.next_push = (p > 0).then(|| align_after(now, p));
         }
-        self.parts.buffer.set_cap(c.buffer_cap_bytes);
+        self.spool
+            .send(Item::Limits(c.max_message_bytes, c.buffer_cap_bytes));
         self.config = Some(c);
     }
 
@@ -247,26 +263,27 @@ impl Worker {
                 .chain(self.next_push.iter())
                 .min()
                 .copied();
-            let flush_at = self.last_flush + self.parts.flush_every;
-            let mut wait = flush_at.saturating_duration_since(Instant::now());
+            let mut wait = Duration::from_secs(3600);
             if let Some(n) = next {
                 wait = wait.min(Duration::from_millis(n.saturating_sub(now)));
             }
             match rx.recv_timeout(wait) {
                 Ok(Cmd::Config(c)) => {
                     if self.config != Some(c) {
-                        if let Err(e) = self.parts.state.save_config(&c) {
-                            self.parts
-                                .log
-                                .line(format_args!("{e} (the Config is applied anyway)"));
-                        }
+                        // Persisted by the store thread: an fsync never delays collection (and
+                        // a store thread stuck that long misses it; the factory sends it again
+                        // at every connection).
+                        self.spool.send(Item::SaveConfig(Box::new(c)));
                         self.reschedule(c, now_ms());
                     }
                     continue;
                 }
                 Ok(Cmd::Stop) | Err(mpsc::RecvTimeoutError::Disconnected) => {
-                    self.push();
-                    self.flush();
+                    // The store thread gathers what is pending, flushes, and ends.
+                    self.spool.send_wait(Item::Stop);
+                    if let Some(t) = self.store.take() {
+                        let _ = t.join();
+                    }
                     return;
                 }
                 Err(mpsc::RecvTimeoutError::Timeout) => {}
@@ -280,9 +297,6 @@ impl Worker {
                 if let (Some(c), Some(_)) = (self.config, self.next_push) {
                     self.next_push = Some(align_after(now, u64::from(c.push_interval_ms)));
                 }
-            }
-            if self.last_flush.elapsed() >= self.parts.flush_every {
-                self.flush();
             }
         }
     }
@@ -336,57 +350,37 @@ impl Worker {
             self.collect_us = t.elapsed().as_micros() as u64;
         }
         if health {
-            let s = self.parts.buffer.stats();
+            // Counters only: reading them never waits on the disk.
+            let s = self.parts.queue.stats();
             let sh = &self.parts.shared;
             snap.health = Some(Health {
                 buffered_batches: s.batches,
                 buffered_bytes: s.bytes,
-                dropped_batches: s.dropped + sh.append_failures.load(Ordering::Relaxed),
+                dropped_batches: s.dropped_batches,
                 reconnects: sh.reconnects.load(Ordering::Relaxed),
                 collect_us: self.collect_us,
                 parse_errors: self.parts.source.parse_errors(),
-                ..Health::default()
+                buffer_state: s.state,
+                memory_batches: s.memory_batches,
+                dead_letter_batches: s.dead_letters,
+                dropped_snapshots: s.dropped_snapshots,
+                agent_version: env!("CARGO_PKG_VERSION").into(),
             });
         }
-        self.pending.push(snap);
+        snap.boottime_ns = clock::boottime_ns();
+        snap.clock_sync = clock::clock_sync();
+        snap.boot_id = clock::boot_id().to_string();
+        self.unsealed += 1;
+        self.spool.send(Item::Snap(Box::new(snap)));
     }
 
-    /// The snapshots since the last push become one batch in the buffer.
+    /// The snapshots since the last push become batches (the store thread builds them).
     fn push(&mut self) {
-        if self.pending.is_empty() {
+        if self.unsealed == 0 {
             return;
         }
-        let snapshots = std::mem::take(&mut self.pending);
-        let res = self.parts.buffer.append(|seq| {
-            autofact_fbs::encode(&Message::Batch(Batch {
-                seq,
-                snapshots,
-                ..Batch::default()
-            }))
-        });
-        match res {
-            Ok(_) => {
-                let _ = self.parts.notify.try_send(());
-            }
-            Err(e) => {
-                self.parts
-                    .shared
-                    .append_failures
-                    .fetch_add(1, Ordering::Relaxed);
-                self.parts.log.line(format_args!("batch lost: {e}"));
-            }
-        }
-    }
-
-    /// Appends and acks become durable; the buffer does no I/O when nothing changed, so an idle
-    /// agent does not wear its SD card.
-    fn flush(&mut self) {
-        self.last_flush = Instant::now();
-        if let Err(e) = flush(&self.parts.buffer, &self.parts.shared) {
-            self.parts
-                .log
-                .line(format_args!("buffer flush failed: {e}"));
-        }
+        self.unsealed = 0;
+        self.spool.send(Item::Seal);
     }
 }
 

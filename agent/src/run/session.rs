@@ -8,11 +8,12 @@
 //! lost. Between sessions: exponential backoff with jitter, until the Config's give-up time.
 
 use super::backoff::Backoff;
-use super::schedule::{self, Collect, Parts, Scheduler, Shared};
+use super::queue::Queue;
+use super::schedule::{Collect, Parts, Scheduler, Shared};
 use super::state::{Identity, StateDir};
 use super::transport::{self, Limits, Ws};
 use super::{Error, Exit, Log, Settings, Shutdown};
-use crate::buffer::Buffer;
+use crate::clock;
 use async_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use async_tungstenite::tungstenite::protocol::CloseFrame;
 use async_tungstenite::tungstenite::Message as Frame;
@@ -24,7 +25,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 /// How one session ended.
 #[derive(Debug)]
@@ -72,13 +73,20 @@ impl fmt::Display for Lost {
 struct Agent {
     settings: Settings,
     state: StateDir,
-    buffer: Arc<Buffer>,
+    queue: Arc<Queue>,
     shared: Arc<Shared>,
     sched: Scheduler,
     notify: smol::channel::Receiver<()>,
     host: Hello,
     identity: Option<Identity>,
     config: Option<Config>,
+    /// This installation (see [`StateDir::installation`]).
+    installation: String,
+    /// After the factory refused a batch as malformed or too large, batches go one at a time
+    /// until one is acked, so a second refusal names the poison batch exactly.
+    probe: bool,
+    /// The batches in flight when the last session ended.
+    last_inflight: Vec<u64>,
 }
 
 fn log(a: &Agent) -> &Log {
@@ -93,36 +101,56 @@ pub(super) async fn life(
     shutdown: Shutdown,
 ) -> Result<Exit, Error> {
     let state = StateDir::open(&settings.config.data_dir)?;
-    let identity = state.identity()?;
-    let config = state.config()?;
+    // Damaged state the agent can rebuild is moved aside with one line, never a crash loop.
+    let (identity, said) = state.identity()?;
+    if let Some(line) = said {
+        settings
+            .log
+            .line(format_args!("{line}; enrolling again with the token"));
+    }
+    let (config, said) = state.config()?;
+    if let Some(line) = said {
+        settings
+            .log
+            .line(format_args!("{line}; waiting for the factory's Config"));
+    }
+    let installation = state.installation(&clock::machine_ids(&settings.proc_root));
     let cap = config.map_or(crate::buffer::DEFAULT_CAP_BYTES, |c| c.buffer_cap_bytes);
-    let dir = state.buffer_dir();
-    let buffer = Arc::new(smol::unblock(move || Buffer::open(&dir, cap)).await?);
+    let (dir, data_dir, qlog) = (
+        state.buffer_dir(),
+        settings.config.data_dir.clone(),
+        settings.log.clone(),
+    );
+    let queue = Arc::new(smol::unblock(move || Queue::open(&dir, &data_dir, cap, qlog)).await?);
     let shared = Arc::new(Shared::default());
     let (notify_tx, notify) = smol::channel::bounded(1);
     let sched = Scheduler::spawn(
         config,
         Parts {
             source,
-            buffer: buffer.clone(),
+            queue: queue.clone(),
             shared: shared.clone(),
             state: state.clone(),
             notify: notify_tx,
             flush_every: settings.timing.flush_every,
             log: settings.log.clone(),
+            slow_disk: settings.timing.slow_disk,
         },
     )
     .map_err(|e| Error::Collector(format!("cannot start: {e}")))?;
     let mut a = Agent {
         settings,
         state,
-        buffer,
+        queue,
         shared,
         sched,
         notify,
         host,
         identity,
         config,
+        installation,
+        probe: false,
+        last_inflight: Vec::new(),
     };
     let result = a.reconnect_loop(&shutdown).await;
     // Whatever happened, what was collected goes to disk before the process ends.
@@ -148,6 +176,12 @@ impl Agent {
         let mut down_since = Instant::now();
         let mut sessions = 0u64;
         loop {
+            // A disk that failed for an unknown reason and could not be reopened: one line
+            // naming the buffer and exit 1, rather than running on without a disk forever.
+            if let Some(why) = self.queue.fatal() {
+                return Err(Error::Fatal(why));
+            }
+            self.last_inflight.clear();
             let delay = match self.session(shutdown, &mut sessions).await? {
                 Outcome::Shutdown => return Ok(Exit::Stopped),
                 Outcome::Lost { established, why } => {
@@ -158,7 +192,7 @@ impl Agent {
                     }
                     backoff.next_delay()
                 }
-                Outcome::Rejected(r) => self.rejected(&r, &mut backoff)?,
+                Outcome::Rejected(r) => self.rejected(&r, &mut backoff).await?,
             };
             let give_up = self
                 .config
@@ -172,7 +206,7 @@ impl Agent {
                         "giving up: no session with the factory at {} for {}s (give_up_secs); {} buffered batches stay in {}",
                         self.settings.config.server,
                         give_up,
-                        self.buffer.stats().batches,
+                        self.queue.stats().batches,
                         self.state.buffer_dir().display()
                     ));
                     return Ok(Exit::GaveUp);
@@ -188,7 +222,7 @@ impl Agent {
 
     /// Reports a refusal once, clearly, and picks how long to wait: a refusal that will repeat
     /// (bad token or secret, version) waits the longest delay so the agent does not hammer.
-    fn rejected(&mut self, r: &Reject, backoff: &mut Backoff) -> Result<Duration, Error> {
+    async fn rejected(&mut self, r: &Reject, backoff: &mut Backoff) -> Result<Duration, Error> {
         let server = &self.settings.config.server;
         let what = match r.code {
             RejectCode::BadToken => "bad enrollment token (check `token` in the config file)",
@@ -211,6 +245,17 @@ impl Agent {
         log(self).line(format_args!(
             "factory {server} rejected this agent: {what}{detail}"
         ));
+        if matches!(r.code, RejectCode::Malformed | RejectCode::TooLarge) {
+            match (self.probe, self.last_inflight.as_slice()) {
+                // Refused again with one batch in flight: that batch is the poison.
+                (true, &[seq]) => {
+                    let q = self.queue.clone();
+                    smol::unblock(move || q.dead_letter(seq)).await;
+                    self.probe = false;
+                }
+                _ => self.probe = true,
+            }
+        }
         Ok(match r.code {
             RejectCode::UnknownClient => {
                 // The factory lost its inventory (or this is another site): the token re-enrolls.
@@ -246,10 +291,13 @@ impl Agent {
         h.region.clone_from(&c.region);
         h.zone.clone_from(&c.zone);
         h.agent_version = env!("CARGO_PKG_VERSION").to_string();
-        h.agent_clock_ns = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_nanos() as i64)
-            .unwrap_or(0);
+        h.agent_clock_ns = clock::now_ns();
+        h.agent_boottime_ns = clock::boottime_ns();
+        h.clock_sync = clock::clock_sync();
+        h.boot_id = clock::boot_id().to_string();
+        h.installation.clone_from(&self.installation);
+        h.epoch = self.queue.epoch();
+        h.buffer_state = self.queue.state();
         h
     }
 
@@ -329,12 +377,21 @@ impl Agent {
             };
             let state = self.state.clone();
             let stored = id.clone();
-            smol::unblock(move || state.save_identity(&stored)).await?;
-            self.identity = Some(id);
-            log(self).line(format_args!(
-                "enrolled with factory {peer} as client {}",
-                w.client_id
-            ));
+            // A read-only disk keeps the identity in memory only: enrolled again next start.
+            if let Err(e) = smol::unblock(move || state.save_identity(&stored)).await {
+                log(self).line(format_args!("{e} (kept in memory for this run)"));
+            }
+            let old = self.identity.replace(id);
+            match old {
+                Some(old) if old.client_id != w.client_id => log(self).line(format_args!(
+                    "factory {peer} enrolled this installation as a new client {} (client {} is known there from another installation: a copied data dir or cloned SD card); buffered batches go out under the new id",
+                    w.client_id, old.client_id
+                )),
+                _ => log(self).line(format_args!(
+                    "enrolled with factory {peer} as client {}",
+                    w.client_id
+                )),
+            }
         } else {
             log(self).line(format_args!(
                 "welcome back from factory {peer}, client {}",
@@ -352,8 +409,27 @@ impl Agent {
         peer: SocketAddr,
         shutdown: &Shutdown,
     ) -> Result<Outcome, Error> {
-        let window = self.settings.timing.window.max(1);
+        let window = if self.probe {
+            1
+        } else {
+            self.settings.timing.window.max(1)
+        };
         let mut inflight: VecDeque<u64> = VecDeque::new();
+        let outcome = self
+            .established_inner(ws, peer, shutdown, window, &mut inflight)
+            .await;
+        self.last_inflight = inflight.into_iter().collect();
+        outcome
+    }
+
+    async fn established_inner(
+        &mut self,
+        ws: &mut Ws,
+        peer: SocketAddr,
+        shutdown: &Shutdown,
+        window: usize,
+        inflight: &mut VecDeque<u64>,
+    ) -> Result<Outcome, Error> {
         let mut sent_upto = 0u64;
         let mut last_tx = Instant::now();
         let mut last_rx = Instant::now();
@@ -361,18 +437,20 @@ impl Agent {
         loop {
             // Fill the window, oldest first; a batch is made durable before it is first sent so
             // its seq can never be reused for other facts after a crash.
+            if let Some(why) = self.queue.fatal() {
+                return Err(Error::Fatal(why));
+            }
             while inflight.len() < window {
-                let buffer = self.buffer.clone();
+                let queue = self.queue.clone();
                 let room = window - inflight.len();
-                let batches = smol::unblock(move || buffer.window(sent_upto, room)).await?;
+                let batches = smol::unblock(move || queue.window(sent_upto, room)).await;
                 if batches.is_empty() {
                     break;
                 }
                 for (seq, bytes) in batches {
-                    if seq >= self.shared.durable_next.load(Ordering::Acquire) {
-                        let (buffer, shared) = (self.buffer.clone(), self.shared.clone());
-                        smol::unblock(move || schedule::flush(&buffer, &shared)).await?;
-                    }
+                    let queue = self.queue.clone();
+                    smol::unblock(move || queue.ensure_durable(seq)).await;
+                    let bytes = stamp(bytes, self.queue.state());
                     let sent = or_stop(shutdown, self.send(ws, peer, Frame::binary(bytes))).await;
                     match sent {
                         None => return Ok(Outcome::Shutdown),
@@ -462,9 +540,12 @@ impl Agent {
                         Ok(Message::Ack(ack)) => {
                             while inflight.front().is_some_and(|&s| s <= ack.seq) {
                                 inflight.pop_front();
+                                self.probe = false;
                             }
-                            let buffer = self.buffer.clone();
-                            smol::unblock(move || buffer.ack(ack.seq)).await?;
+                            // Seqs are monotonic across this buffer's epochs: a cumulative ack
+                            // by seq is right whatever epoch it names (0 from old factories).
+                            let queue = self.queue.clone();
+                            smol::unblock(move || queue.ack(ack.seq)).await;
                         }
                         Ok(Message::Config(c)) => self.apply(c),
                         Ok(Message::Welcome(w)) => self.apply(w.config),
@@ -501,6 +582,21 @@ impl Agent {
             "stopped: buffer flushed, connection to {peer} closed"
         ));
         Ok(Outcome::Shutdown)
+    }
+}
+
+/// Stamps a stored batch with the moment it is sent (wall clock, boottime) and the queue's
+/// state, for the factory's clock estimate (issue 20) and its view of the client. A batch that
+/// does not decode goes as stored (the factory refuses it; it ends in the dead-letter file).
+fn stamp(bytes: Vec<u8>, state: autofact_fbs::BufferState) -> Vec<u8> {
+    match autofact_fbs::decode(&bytes) {
+        Ok(Message::Batch(mut b)) => {
+            b.agent_clock_ns = clock::now_ns();
+            b.agent_boottime_ns = clock::boottime_ns();
+            b.buffer_state = state;
+            autofact_fbs::encode(&Message::Batch(b))
+        }
+        _ => bytes,
     }
 }
 

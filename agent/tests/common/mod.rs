@@ -16,12 +16,26 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 /// How the factory behaves.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Script {
     /// The enrollment token it accepts.
     pub token: String,
     /// The Config it gives in Welcome.
     pub config: Config,
+    /// Batches it refuses (Reject, then close), like the real factory's limits.
+    pub refuse: Refuse,
+}
+
+/// Which batches the scripted factory refuses.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Refuse {
+    /// None.
+    #[default]
+    Nothing,
+    /// A message longer than this many bytes: `TooLarge` (the real factory's max_message_bytes).
+    LargerThan(usize),
+    /// The first batch it receives (by seq, on every resend): `Malformed`.
+    FirstBatch,
 }
 
 /// What the factory saw, across restarts.
@@ -43,6 +57,12 @@ pub struct Record {
     pub acked: Option<u64>,
     /// The code of every close frame received from an agent.
     pub close_codes: Vec<u16>,
+    /// The installation each client id was first seen from (the clone rule of issue 15).
+    pub installations: HashMap<String, String>,
+    /// The seq refused by `Refuse::FirstBatch`.
+    pub refused_seq: Option<u64>,
+    /// For each entry of `batches`, the client id its connection was welcomed as.
+    pub batch_clients: Vec<String>,
 }
 
 impl Record {
@@ -96,6 +116,13 @@ impl Factory {
         };
         f.serve(listener)?;
         Ok(f)
+    }
+
+    /// Adds a known client, as if it had enrolled earlier.
+    pub fn know(&self, id: &str, secret: &str) {
+        lock(&self.record)
+            .clients
+            .insert(id.to_string(), secret.to_string());
     }
 
     /// The record so far.
@@ -220,7 +247,28 @@ async fn connection(
         let mut r = lock(&record);
         r.hellos.push(hello.clone());
         let known = r.clients.get(&hello.client_id).cloned();
-        let answer = if !hello.client_id.is_empty() {
+        let seen_from = r.installations.get(&hello.client_id).cloned();
+        let clone = !hello.client_id.is_empty()
+            && known.as_deref() == Some(hello.secret.as_str())
+            && seen_from.is_some_and(|i| !i.is_empty() && i != hello.installation);
+        let answer = if clone {
+            // Issue 15's clone rule: one id from a second installation is enrolled as new.
+            let n = r.welcomes.iter().filter(|w| !w.welcome_back).count();
+            let id = format!("{:032x}", 0xc10e_0000_u128 + n as u128);
+            let secret = format!("clone-secret-{n}");
+            r.clients.insert(id.clone(), secret.clone());
+            r.installations
+                .insert(id.clone(), hello.installation.clone());
+            Message::Welcome(Welcome {
+                client_id: id,
+                secret,
+                welcome_back: false,
+                config: script_now.config,
+            })
+        } else if !hello.client_id.is_empty() {
+            r.installations
+                .entry(hello.client_id.clone())
+                .or_insert_with(|| hello.installation.clone());
             match known {
                 Some(secret) if secret == hello.secret => Message::Welcome(Welcome {
                     client_id: hello.client_id.clone(),
@@ -248,6 +296,8 @@ async fn connection(
             let id = format!("{:032x}", 0xa9e0_u128 + n as u128);
             let secret = format!("secret-{n}");
             r.clients.insert(id.clone(), secret.clone());
+            r.installations
+                .insert(id.clone(), hello.installation.clone());
             Message::Welcome(Welcome {
                 client_id: id,
                 secret,
@@ -269,6 +319,10 @@ async fn connection(
         let _ = ws.close(None).await;
         return;
     }
+    let client = match &answer {
+        Message::Welcome(w) => w.client_id.clone(),
+        _ => String::new(),
+    };
     loop {
         enum Ev {
             Frame(Option<Result<Frame, async_tungstenite::tungstenite::Error>>),
@@ -302,9 +356,28 @@ async fn connection(
                     return;
                 };
                 let seq = batch.seq;
+                let refused = match script_now.refuse {
+                    Refuse::Nothing => None,
+                    Refuse::LargerThan(n) => (b.len() > n).then_some(RejectCode::TooLarge),
+                    Refuse::FirstBatch => {
+                        let mut r = lock(&record);
+                        (*r.refused_seq.get_or_insert(seq) == seq).then_some(RejectCode::Malformed)
+                    }
+                };
+                if let Some(code) = refused {
+                    let reject = Reject {
+                        code,
+                        message: format!("batch {seq} refused"),
+                    };
+                    lock(&record).rejects.push(reject.clone());
+                    let _ = send(&mut ws, &Message::Reject(reject)).await;
+                    let _ = ws.close(None).await;
+                    return;
+                }
                 {
                     let mut r = lock(&record);
                     r.batches.push(batch);
+                    r.batch_clients.push(client.clone());
                     r.acked = Some(r.acked.map_or(seq, |a| a.max(seq)));
                 }
                 if !send(
@@ -375,6 +448,7 @@ pub fn fast_timing() -> Timing {
         close_timeout: Duration::from_millis(500),
         window: 4,
         max_message: 1024 * 1024,
+        slow_disk: Duration::ZERO,
     }
 }
 

@@ -30,6 +30,7 @@ pub fn snapshot(t: i64, i: u64) -> Snapshot {
             context_switches: 123_456_789 + i,
             interrupts: 98_765_432 + i,
             processes_forked: 4321 + i,
+            ..Default::default()
         }),
         mem: Some(Mem {
             total: 8_000_000_000,
@@ -42,11 +43,13 @@ pub fn snapshot(t: i64, i: u64) -> Snapshot {
             inactive: 1_500_000_000,
             slab: 200_000_000,
             shared: 50_000_000,
+            ..Default::default()
         }),
         swap: Some(Swap {
             total: 1_000_000_000,
             used: 10_000,
             free: 999_990_000,
+            ..Default::default()
         }),
         system: Some(System {
             load1: 0.52,
@@ -54,6 +57,7 @@ pub fn snapshot(t: i64, i: u64) -> Snapshot {
             load15: 0.7,
             n_cpus: 4,
             uptime: 123_456 + i,
+            ..Default::default()
         }),
         net: ["eth0", "wlan0", "lo"]
             .iter()
@@ -90,6 +94,7 @@ pub fn snapshot(t: i64, i: u64) -> Snapshot {
                 inodes_total: 1_900_000,
                 inodes_free: 1_800_000,
                 inodes_used: 100_000,
+                ..Default::default()
             })
             .collect(),
         temp: vec![Temp {

@@ -6,7 +6,7 @@
 //! With batches of thousands of points the loopback connect is a small share of a write; the
 //! `sink_bench` example measures it against POSTing directly.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use nanoserde::DeJson;
 
@@ -98,7 +98,7 @@ impl InfluxBackend {
     }
 
     /// One POST of `body`, with the database created first when allowed and missing.
-    fn attempt_once(&self, body: &str, points: usize, may_create: bool) -> Attempt {
+    fn attempt_once(&self, body: &str, may_create: bool) -> Attempt {
         let resp = match self.post(
             &self.write_url,
             "text/plain; charset=utf-8",
@@ -114,13 +114,18 @@ impl InfluxBackend {
             }
         };
         let status = resp.status_code;
+        // The answer table (README, "InfluxDB"): what each status means for the body.
         match status {
             200..=299 => Attempt::Durable,
-            400 => {
-                let message = error_message(&resp);
-                Attempt::Poison {
-                    dropped: dropped_count(&message, points),
-                    message,
+            // 400: unparsable lines (1.x: the others written, as a "partial write"; 2.x: the whole
+            // body refused, naming the first bad line); also 1.x's type conflicts and points
+            // beyond retention as partial writes. 422: 2.x's type conflicts and retention, the
+            // other points written. Either way the reason is about lines, not the request.
+            400 | 422 => {
+                let reason = error_message(&resp);
+                Attempt::Refused {
+                    named: named_lines(body, &reason),
+                    reason: format!("HTTP {status}: {reason}"),
                 }
             }
             401 | 403 => Attempt::Retry {
@@ -143,26 +148,44 @@ impl InfluxBackend {
                         return match self.create_database(database) {
                             Ok(()) => {
                                 super::log(&format!("created InfluxDB database {database:?}"));
-                                self.attempt_once(body, points, false)
+                                self.attempt_once(body, false)
                             }
                             Err(e) => Attempt::Retry {
                                 error: format!("HTTP 404 ({message}); CREATE DATABASE failed: {e}"),
                                 retry_after: None,
-                                loud: false,
+                                loud: true,
                             },
                         };
                     }
                 }
+                // The database or bucket is missing: the store's setup, not the lines, so the
+                // data waits on the agents until an operator creates it.
                 Attempt::Retry {
-                    error: format!("HTTP 404: {message} (create it, or set sink.create_database)"),
+                    error: format!(
+                        "HTTP 404: {message} (create it, or set sink.create_database for 1.x)"
+                    ),
                     retry_after: None,
-                    loud: false,
+                    loud: true,
                 }
             }
             413 => Attempt::TooLarge,
+            408 | 429 => Attempt::Retry {
+                error: format!("HTTP {status}: {}", error_message(&resp)),
+                retry_after: resp
+                    .header("retry-after")
+                    .and_then(|v| parse_retry_after(v, SystemTime::now())),
+                loud: false,
+            },
+            402..=499 => Attempt::Unexpected {
+                error: format!("HTTP {status}: {}", error_message(&resp)),
+            },
+            // 5xx, and anything stranger (a 3xx minreq did not follow): the store or the way to
+            // it is unwell; the lines wait.
             _ => Attempt::Retry {
                 error: format!("HTTP {status}: {}", error_message(&resp)),
-                retry_after: resp.header("retry-after").and_then(parse_retry_after),
+                retry_after: resp
+                    .header("retry-after")
+                    .and_then(|v| parse_retry_after(v, SystemTime::now())),
                 loud: false,
             },
         }
@@ -175,8 +198,8 @@ impl InfluxBackend {
 }
 
 impl Backend for InfluxBackend {
-    fn attempt(&mut self, body: &str, points: usize) -> Attempt {
-        self.attempt_once(body, points, true)
+    fn attempt(&mut self, body: &str, _points: usize) -> Attempt {
+        self.attempt_once(body, true)
     }
 
     fn describe(&self) -> String {
@@ -228,27 +251,194 @@ pub(crate) fn error_text(body: &str, header: Option<&str>, reason: &str) -> Stri
     header.unwrap_or(reason).to_string()
 }
 
-/// How many of `points` a 400 dropped. InfluxDB 1.x says `partial write: ... dropped=N` when it
-/// wrote the rest, where N counts points refused after parsing (field type conflicts) but not the
-/// lines it could not parse, each named by an `unable to parse '...'`. Any other 400 (a type
-/// conflict inside the batch itself, say) refused the whole batch.
-pub(crate) fn dropped_count(message: &str, points: usize) -> usize {
-    let Some(at) = message.rfind("dropped=") else {
-        return points;
-    };
-    let digits: String = message[at + 8..]
-        .chars()
-        .take_while(|c| c.is_ascii_digit())
+/// The lines of `body` (0-based) an InfluxDB error says it refused, when it says which:
+/// - 1.x lists every unparsable line as `unable to parse '<line>': <why>`, 2.x the first;
+///   lines are matched whole, so a message cut short names nothing.
+/// - A type conflict (`input field "v" on measurement "m" is type float, already exists as
+///   type integer ... dropped=N`) names no line, but when exactly N lines of the body carry that
+///   field of that measurement with that type, those are the ones.
+///
+/// Otherwise nothing: the writer halves the body. Either way the writer sends the other lines
+/// again, so a wrong guess can never lose a line (at worst one already written is also kept as
+/// a dead letter).
+pub(crate) fn named_lines(body: &str, message: &str) -> Vec<usize> {
+    const PREFIX: &str = "unable to parse '";
+    let lines = || body.split('\n').filter(|l| !l.is_empty()).enumerate();
+    let quoted: Vec<&str> = message
+        .match_indices(PREFIX)
+        .map(|(i, _)| &message[i + PREFIX.len()..])
         .collect();
-    match digits.parse::<usize>() {
-        Ok(n) => (n + message.matches("unable to parse '").count()).min(points),
-        Err(_) => points,
+    if !quoted.is_empty() {
+        return lines()
+            .filter(|(_, line)| {
+                quoted
+                    .iter()
+                    .any(|q| q.starts_with(line) && q[line.len()..].starts_with('\''))
+            })
+            .map(|(i, _)| i)
+            .collect();
+    }
+    let Some((measurement, field, kind, dropped)) = type_conflict(message) else {
+        return Vec::new();
+    };
+    let found: Vec<usize> = lines()
+        .filter(|(_, line)| field_kind(line, &measurement, &field) == Some(kind))
+        .map(|(i, _)| i)
+        .collect();
+    if found.len() == dropped {
+        found
+    } else {
+        Vec::new()
     }
 }
 
-/// `Retry-After` in seconds; the HTTP-date form is not worth a date parser (backoff applies).
-pub(crate) fn parse_retry_after(v: &str) -> Option<Duration> {
-    v.trim().parse::<u64>().ok().map(Duration::from_secs)
+/// From `... input field "F" on measurement "M" is type T, already exists as type U ...
+/// dropped=N`: (M, F, T, N). Names are Go-quoted (`%q`): `\"` and `\\` are undone.
+fn type_conflict(message: &str) -> Option<(String, String, &str, usize)> {
+    let rest = &message[message.find("input field \"")? + 13..];
+    let (field, rest) = go_unquote(rest)?;
+    let rest = rest.strip_prefix(" on measurement \"")?;
+    let (measurement, rest) = go_unquote(rest)?;
+    let rest = rest.strip_prefix(" is type ")?;
+    let kind = rest.split(',').next()?;
+    let at = message.rfind("dropped=")?;
+    let dropped = message[at + 8..]
+        .split(|c: char| !c.is_ascii_digit())
+        .next()?
+        .parse()
+        .ok()?;
+    Some((measurement, field, kind, dropped))
+}
+
+/// The inside of a Go-quoted string up to its closing quote, and what follows it.
+fn go_unquote(s: &str) -> Option<(String, &str)> {
+    let mut out = String::new();
+    let mut chars = s.char_indices();
+    while let Some((i, c)) = chars.next() {
+        match c {
+            '"' => return Some((out, &s[i + 1..])),
+            '\\' => out.push(chars.next()?.1),
+            c => out.push(c),
+        }
+    }
+    None
+}
+
+/// The InfluxDB type name (`float`, `integer`, `unsigned`, `string`, `boolean`) of `field` in
+/// `line`, when the line is a point of `measurement` that has it. A small reader of the line
+/// protocol's escaping: `\` escapes in names, double-quoted strings with `\"` and `\\`.
+fn field_kind(line: &str, measurement: &str, field: &str) -> Option<&'static str> {
+    let b = line.as_bytes();
+    // Measurement: up to an unescaped ',' or ' '.
+    let mut i = 0;
+    let mut name = Vec::new();
+    while i < b.len() && b[i] != b',' && b[i] != b' ' {
+        if b[i] == b'\\' && i + 1 < b.len() {
+            i += 1;
+        }
+        name.push(b[i]);
+        i += 1;
+    }
+    if name != measurement.as_bytes() {
+        return None;
+    }
+    // Tags: skip to the first unescaped ' '.
+    while i < b.len() && b[i] != b' ' {
+        if b[i] == b'\\' {
+            i += 1;
+        }
+        i += 1;
+    }
+    i += 1;
+    // Fields: key=value pairs separated by ',' up to an unescaped ' ' outside quotes.
+    while i < b.len() {
+        let mut key = Vec::new();
+        while i < b.len() && b[i] != b'=' {
+            if b[i] == b'\\' && i + 1 < b.len() {
+                i += 1;
+            }
+            key.push(b[i]);
+            i += 1;
+        }
+        i += 1;
+        let start = i;
+        let kind = if b.get(i) == Some(&b'"') {
+            i += 1;
+            while i < b.len() && b[i] != b'"' {
+                if b[i] == b'\\' {
+                    i += 1;
+                }
+                i += 1;
+            }
+            i += 1;
+            "string"
+        } else {
+            while i < b.len() && b[i] != b',' && b[i] != b' ' {
+                i += 1;
+            }
+            match &line.get(start..i)? {
+                v if v.ends_with('i') => "integer",
+                v if v.ends_with('u') => "unsigned",
+                &("t" | "T" | "true" | "True" | "TRUE" | "f" | "F" | "false" | "False"
+                | "FALSE") => "boolean",
+                _ => "float",
+            }
+        };
+        if key == field.as_bytes() {
+            return Some(kind);
+        }
+        if b.get(i) != Some(&b',') {
+            return None;
+        }
+        i += 1;
+    }
+    None
+}
+
+/// `Retry-After` (RFC 9110): delay seconds, or an IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`)
+/// taken relative to `now` (a date in the past means now). The obsolete RFC 850 and asctime
+/// forms are not read: backoff applies then.
+pub(crate) fn parse_retry_after(v: &str, now: SystemTime) -> Option<Duration> {
+    let v = v.trim();
+    if let Ok(secs) = v.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = parse_imf_fixdate(v)?;
+    let now = now.duration_since(UNIX_EPOCH).ok()?.as_secs_f64();
+    Some(Duration::from_secs_f64((at as f64 - now).max(0.0)))
+}
+
+/// Unix seconds of an IMF-fixdate, `Sun, 06 Nov 1994 08:49:37 GMT`.
+fn parse_imf_fixdate(v: &str) -> Option<i64> {
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let (_weekday, rest) = v.split_once(", ")?;
+    let mut parts = rest.split(' ');
+    let day: u32 = parts.next()?.parse().ok()?;
+    let month = parts.next()?;
+    let month = MONTHS.iter().position(|m| *m == month)? as u32 + 1;
+    let year: i64 = parts.next()?.parse().ok()?;
+    let mut hms = parts.next()?.split(':').map(|x| x.parse::<i64>().ok());
+    let (h, m, s) = (hms.next()??, hms.next()??, hms.next()??);
+    if parts.next()? != "GMT" || parts.next().is_some() || !(1..=31).contains(&day) {
+        return None;
+    }
+    if !(0..24).contains(&h) || !(0..60).contains(&m) || !(0..61).contains(&s) {
+        return None;
+    }
+    Some(days_from_civil(year, month, day) * 86_400 + h * 3600 + m * 60 + s)
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's `days_from_civil`).
+fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let mp = (i64::from(m) + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + i64::from(d) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
 }
 
 /// Percent-encodes everything but RFC 3986's unreserved characters (minreq is built without its

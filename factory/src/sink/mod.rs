@@ -5,6 +5,9 @@
 //! - `writer`: the writer thread, batching, and the retry rules shared by every backend.
 //! - `influx`: InfluxDB 1.x / 2.x HTTP writes with minreq, and what each answer means.
 //! - `file`: `<data_dir>/facts/YYYY-MM-DD.lp`, fsync'd.
+//! - [`dead_letter`]: `<data_dir>/dead-letters/YYYY-MM-DD.lp`, the lines a store refused, with
+//!   their client and the store's reason; its module doc has the format.
+//! - [`replay`]: a dead-letter file written through the sink again (`autofactory replay`).
 //! - `backoff`: capped exponential backoff with jitter.
 //!
 //! # How a write flows
@@ -18,10 +21,16 @@
 //! one InfluxDB round trip (about 6 ms on loopback, against 1 s with a Telegraf-like fixed flush:
 //! see `examples/sink_bench.rs`), which matters because an agent's send window waits on acks. While the store fails the writer retries the
 //! same batch with backoff, the queue fills, and `write` stops returning: the sessions stop
-//! reading from their agents, whose data waits on their own disks. Nothing is dropped except
-//! points InfluxDB refuses as malformed (400), which are logged and counted.
+//! reading from their agents, whose data waits on their own disks. Nothing is dropped: lines the
+//! store refuses for good (400, 422, partial writes, a 4xx the table does not know after a few
+//! tries) are isolated -- by the lines the store names, else by halving the body -- and written
+//! to a dead-letter file under the client each came from; every other line of the body is
+//! written. A submission is answered once each of its lines is written or dead-lettered and
+//! fsync'd. The answer table is in `influx.rs` and the README.
 
 pub mod config;
+pub mod dead_letter;
+pub mod replay;
 
 mod backoff;
 mod file;
@@ -43,6 +52,7 @@ pub use config::SinkConfig;
 use crate::metrics::Metrics;
 use backoff::Stop;
 use config::Target;
+use dead_letter::DeadLetters;
 use writer::{Backend, Submission, Writer};
 
 /// Why the sink could not take or finish a write.
@@ -97,17 +107,37 @@ impl fmt::Debug for Sink {
 }
 
 impl Sink {
-    /// Validates `cfg` and starts the writer thread. `data_dir` holds the file sink's `facts/`.
+    /// Validates `cfg` and starts the writer thread. `data_dir` holds the file sink's `facts/`
+    /// and the `dead-letters/`.
     pub fn start(
         cfg: &SinkConfig,
         data_dir: &Path,
         metrics: Arc<Metrics>,
     ) -> Result<Sink, SinkError> {
+        Sink::start_tagged(cfg, data_dir, metrics, "")
+    }
+
+    /// [`Sink::start`], its dead letters in `<day><tag>.lp` files.
+    pub(crate) fn start_tagged(
+        cfg: &SinkConfig,
+        data_dir: &Path,
+        metrics: Arc<Metrics>,
+        tag: &str,
+    ) -> Result<Sink, SinkError> {
         let (target, batching) = cfg.validate(data_dir)?;
+        let dead = Arc::new(DeadLetters::new(
+            dead_letter::dir_under(data_dir),
+            Some(data_dir.to_path_buf()),
+            tag,
+        ));
         match target {
-            Target::File { dir } => {
-                Sink::spawn(1, || file::FileBackend::new(dir.clone()), batching, metrics)
-            }
+            Target::File { dir } => Sink::spawn(
+                1,
+                || file::FileBackend::new(dir.clone(), data_dir.to_path_buf()),
+                batching,
+                metrics,
+                dead,
+            ),
             Target::Influx {
                 base,
                 api,
@@ -118,6 +148,7 @@ impl Sink {
                 || influx::InfluxBackend::new(base.clone(), api.clone(), timeout),
                 batching,
                 metrics,
+                dead,
             ),
         }
     }
@@ -130,6 +161,7 @@ impl Sink {
         mut backend: impl FnMut() -> B,
         batching: config::Batching,
         metrics: Arc<Metrics>,
+        dead: Arc<DeadLetters>,
     ) -> Result<Sink, SinkError> {
         let (tx, rx) = smol::channel::bounded(batching.queue);
         let stop = Arc::new(Stop::default());
@@ -145,6 +177,7 @@ impl Sink {
                 batching,
                 stop: stop.clone(),
                 metrics: metrics.clone(),
+                dead: dead.clone(),
                 failures: 0,
             };
             let rx = rx.clone();
@@ -172,14 +205,15 @@ impl Sink {
         })
     }
 
-    /// Resolves once the lines are durable (Ok) -- or refused as poison by InfluxDB 400, which is
-    /// logged, counted, and also resolves Ok so a poison batch never blocks the queue; while the
-    /// sink fails it keeps retrying and the future stays pending (backpressure); Err only once
-    /// the sink has shut down.
+    /// Resolves once each line is durable (Ok): written by the store, or refused by it and
+    /// written to a dead-letter file (fsync'd) under `client`, so a refused line never blocks the
+    /// queue; while the sink fails it keeps retrying and the future stays pending
+    /// (backpressure); Err only once the sink has shut down.
     ///
-    /// `lines` is line protocol, one point per line; `points` is how many lines it holds (used
-    /// for batch sizing).
-    pub async fn write(&self, lines: String, points: usize) -> Result<(), SinkError> {
+    /// `client` is the id of the agent the lines came from (refused lines are kept, logged and
+    /// counted under it); `lines` is line protocol, one point per line; `points` is how many
+    /// lines it holds (used for batch sizing).
+    pub async fn write(&self, client: &str, lines: String, points: usize) -> Result<(), SinkError> {
         if lines.trim().is_empty() {
             return if self.tx.is_closed() {
                 Err(SinkError::ShutDown)
@@ -190,6 +224,7 @@ impl Sink {
         let (done, answer) = smol::channel::bounded(1);
         self.tx
             .send(Submission {
+                client: client.to_string(),
                 lines,
                 points,
                 done,

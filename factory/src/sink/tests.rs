@@ -12,9 +12,10 @@ use nanoserde::{DeJson, SerJson};
 
 use super::backoff::{self, Stop};
 use super::config::{Api, Batching, SinkConfig, Target};
-use super::file::{civil_from_days, utc_day};
-use super::influx::{base64, dropped_count, error_text, parse_retry_after, url_encode};
-use super::writer::{split_half, Attempt, Backend};
+use super::dead_letter::{self, DeadLetters};
+use super::file::{check_room, civil_from_days, reserve, utc_day, RESERVE_CAP};
+use super::influx::{base64, error_text, named_lines, parse_retry_after, url_encode};
+use super::writer::{one_line, Attempt, Backend, UNEXPECTED_TRIES};
 use super::{Sink, SinkError};
 use crate::metrics::Metrics;
 
@@ -145,23 +146,43 @@ fn helpers() {
     assert_eq!(base64(b"fo"), "Zm8=");
     assert_eq!(base64(b"foo"), "Zm9v");
     assert_eq!(base64(b"user:p@ss w0rd"), "dXNlcjpwQHNzIHcwcmQ=");
-    // InfluxDB 1.6's own messages.
+    // InfluxDB 1.6's own messages: every unparsable line named, matched whole.
+    let body = "m v=1i 1\nbad line here\nm v= 3\nm v=4i 4\n";
     assert_eq!(
-        dropped_count(
-            "partial write: field type conflict: input field \"v\" on measurement \"m\" is type integer, already exists as type float dropped=1",
-            2
+        named_lines(
+            body,
+            "partial write: unable to parse 'bad line here': invalid field format\nunable to parse 'm v= 3': missing field value dropped=0"
         ),
-        1
+        vec![1, 2]
+    );
+    // 2.x names the first; a line cut short or a type conflict names none.
+    assert_eq!(
+        named_lines(body, "unable to parse 'm v= 3': missing field value"),
+        vec![2]
     );
     assert_eq!(
-        dropped_count(
-            "partial write: unable to parse 'bad line here': invalid field format dropped=0",
-            3
-        ),
-        1
+        named_lines(body, "unable to parse 'bad li"),
+        Vec::<usize>::new()
     );
-    assert_eq!(dropped_count("field type conflict", 4), 4);
-    assert_eq!(dropped_count("dropped=99", 4), 4);
+    // A type conflict names the field, measurement and type; with dropped=N matching the lines
+    // of that type, those are the ones; otherwise none.
+    let body = "m v=1i 1\nm v=2.5 2\nm,t=a v=3 3\nn v=4.5 4\nm w=1,v=\"s\" 5\n";
+    let conflict = |kind: &str, n: usize| {
+        format!("partial write: field type conflict: input field \"v\" on measurement \"m\" is type {kind}, already exists as type integer dropped={n}")
+    };
+    assert_eq!(named_lines(body, &conflict("float", 2)), vec![1, 2]);
+    assert_eq!(
+        named_lines(body, &conflict("float", 3)),
+        Vec::<usize>::new()
+    );
+    assert_eq!(named_lines(body, &conflict("string", 1)), vec![4]);
+    assert_eq!(
+        named_lines(
+            body,
+            "partial write: points beyond retention policy dropped=2"
+        ),
+        Vec::<usize>::new()
+    );
     assert_eq!(
         error_text(
             r#"{"error":"database not found: \"x\""}"#,
@@ -188,10 +209,122 @@ fn helpers() {
     );
     assert_eq!(error_text("", None, "Bad Gateway"), "Bad Gateway");
     assert_eq!(error_text(&"é".repeat(600), None, "X").len(), 1000);
-    assert_eq!(parse_retry_after(" 3 "), Some(Duration::from_secs(3)));
-    assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), None);
-    assert_eq!(split_half("a\nb\nc\nd\n"), ("a\nb\n", "c\nd\n"));
-    assert_eq!(split_half("a\nb\nc\n"), ("a\n", "b\nc\n"));
+    let at = |secs: u64| std::time::UNIX_EPOCH + Duration::from_secs(secs);
+    let now = at(1_445_412_470); // 2015-10-21T07:27:50Z
+    assert_eq!(parse_retry_after(" 3 ", now), Some(Duration::from_secs(3)));
+    // RFC 9110's date form: 10 s after `now`; a date in the past means at once.
+    assert_eq!(
+        parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", now),
+        Some(Duration::from_secs(10))
+    );
+    assert_eq!(
+        parse_retry_after("Sun, 06 Nov 1994 08:49:37 GMT", now),
+        Some(Duration::ZERO)
+    );
+    assert_eq!(
+        parse_retry_after("Thu, 29 Feb 2024 23:59:59 GMT", at(1_709_251_189)),
+        Some(Duration::from_secs(10))
+    );
+    for bad in [
+        "",
+        "soon",
+        "-1",
+        "Wed, 21 Oct 2015 07:28:00 CET",
+        "Wed, 32 Oct 2015 07:28:00 GMT",
+        "Wed, 21 Foo 2015 07:28:00 GMT",
+        "Wed, 21 Oct 2015 25:28:00 GMT",
+    ] {
+        assert_eq!(parse_retry_after(bad, now), None, "{bad:?}");
+    }
+}
+
+#[test]
+fn the_day_files_leave_the_reserve_free() {
+    const MIB: u64 = 1 << 20;
+    // 5 % of a small filesystem, 64 MiB of a large one.
+    assert_eq!(reserve(16 * MIB), 16 * MIB / 20);
+    assert_eq!(reserve(100 * 1024 * MIB), RESERVE_CAP);
+    assert_eq!(reserve(0), 0);
+    let total = 16 * MIB;
+    let keep = reserve(total);
+    assert!(check_room(keep + 100, total, 100).is_ok(), "exactly fits");
+    let e = check_room(keep + 99, total, 100).expect_err("one byte into the reserve");
+    assert!(e.contains("for the inventory"), "{e}");
+    assert!(check_room(0, total, 1).is_err());
+    assert!(check_room(10, u64::MAX, u64::MAX).is_err(), "no overflow");
+}
+
+#[test]
+fn field_kinds_survive_hostile_escaping() {
+    use super::influx::named_lines;
+    let conflict = |m: &str, f: &str, kind: &str, n: usize| {
+        // Go's %q, as InfluxDB quotes the names.
+        let q = |s: &str| s.replace('\\', "\\\\").replace('"', "\\\"");
+        format!(
+            "failure writing points to database: partial write: field type conflict: input field \"{}\" on measurement \"{}\" is type {kind}, already exists as type float dropped={n}",
+            q(f),
+            q(m)
+        )
+    };
+    let body = concat!(
+        "my\\ m\\,x,t=a\\ b v=1i,w=\"a \\\" b, c=1i\" 1\n", // measurement "my m,x"
+        "my\\ m\\,x w=\"x\",f\\=\\ k=2u 2\n",               // field "f= k" unsigned
+        "my\\ m\\,x b=T,c=false 3\n",
+        "my\\ m\\,x v=-1.5e3 4\n",
+    );
+    assert_eq!(
+        named_lines(body, &conflict("my m,x", "v", "integer", 1)),
+        vec![0]
+    );
+    assert_eq!(
+        named_lines(body, &conflict("my m,x", "f= k", "unsigned", 1)),
+        vec![1]
+    );
+    assert_eq!(
+        named_lines(body, &conflict("my m,x", "c", "boolean", 1)),
+        vec![2]
+    );
+    assert_eq!(
+        named_lines(body, &conflict("my m,x", "v", "float", 1)),
+        vec![3]
+    );
+    // "c=1i" inside the quoted string of line 0 is not a field.
+    assert_eq!(
+        named_lines(body, &conflict("my m,x", "c", "integer", 1)),
+        Vec::<usize>::new()
+    );
+    assert_eq!(
+        named_lines(body, &conflict("my m,x", "w", "string", 2)),
+        vec![0, 1]
+    );
+    assert_eq!(
+        named_lines(body, &conflict("other", "v", "integer", 1)),
+        Vec::<usize>::new()
+    );
+    assert_eq!(
+        named_lines("m\n\\\n=\"\n", &conflict("m", "v", "float", 1)),
+        Vec::<usize>::new(),
+        "no panic on junk"
+    );
+}
+
+#[test]
+fn logged_reasons_are_one_short_line() {
+    assert_eq!(
+        one_line("partial write: x dropped=1"),
+        "partial write: x dropped=1"
+    );
+    assert_eq!(
+        one_line("unable to parse 'a'\nunable to parse 'b'"),
+        "unable to parse 'a'…"
+    );
+    let long = "é".repeat(400);
+    let cut = one_line(&long);
+    assert!(
+        cut.len() <= 300 + '…'.len_utf8() && cut.ends_with('…'),
+        "{cut}"
+    );
+    assert_eq!(one_line(""), "");
 }
 
 #[test]
@@ -233,6 +366,7 @@ impl Backend for Scripted {
 
 struct Rig {
     sink: Sink,
+    dir: std::path::PathBuf,
     bodies: Arc<Mutex<Vec<String>>>,
     metrics: Arc<Metrics>,
     entered: mpsc::Receiver<()>,
@@ -272,15 +406,23 @@ fn rig_with(
         queue: 16,
     };
     let mut backend = Some(backend);
+    let dir = std::env::temp_dir().join(format!(
+        "autofactory-sink-unit-{}-{}",
+        std::process::id(),
+        RIGS.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
     let sink = Sink::spawn(
         1,
         move || backend.take().expect("one writer takes the one backend"),
         batching,
         metrics.clone(),
+        Arc::new(DeadLetters::new(dir.clone(), None, "")),
     )
     .expect("writer thread");
     Rig {
         sink,
+        dir,
         bodies,
         metrics,
         entered: entered_rx,
@@ -288,7 +430,31 @@ fn rig_with(
     }
 }
 
+static RIGS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+impl Drop for Rig {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
 impl Rig {
+    /// The dead letters as (client, reason, lines).
+    fn dead(&self) -> Vec<(String, String, String)> {
+        let mut files: Vec<_> = std::fs::read_dir(&self.dir)
+            .map(|rd| rd.filter_map(|e| e.ok().map(|e| e.path())).collect())
+            .unwrap_or_default();
+        files.sort();
+        files
+            .iter()
+            .flat_map(|f| {
+                let text = std::fs::read_to_string(f).expect("read dead letters");
+                dead_letter::parse(&text).expect("a dead-letter file")
+            })
+            .map(|r| (r.client, r.reason, r.lines))
+            .collect()
+    }
+
     fn bodies(&self) -> Vec<String> {
         self.bodies
             .lock()
@@ -301,7 +467,7 @@ fn write(sink: &Sink, lines: &str) -> smol::Task<Result<(), SinkError>> {
     let sink = sink.clone();
     let lines = lines.to_string();
     let points = lines.lines().count();
-    smol::spawn(async move { sink.write(lines, points).await })
+    smol::spawn(async move { sink.write("c1", lines, points).await })
 }
 
 /// Waits until the writer has taken `n` more submissions off the queue... by watching the queue.
@@ -359,7 +525,7 @@ fn a_failing_write_stays_pending_and_lands_after_retries() {
         loud: false,
     };
     let r = rig(vec![retry(), retry(), retry()], 5000, false);
-    smol::block_on(r.sink.write("m v=1 1\n".into(), 1)).expect("durable in the end");
+    smol::block_on(r.sink.write("c1", "m v=1 1\n".into(), 1)).expect("durable in the end");
     assert_eq!(r.bodies(), vec!["m v=1 1\n".to_string(); 4]);
     assert_eq!(r.metrics.sink_errors.load(Ordering::Relaxed), 3);
     assert_eq!(r.metrics.sink_retries.load(Ordering::Relaxed), 3);
@@ -367,20 +533,125 @@ fn a_failing_write_stays_pending_and_lands_after_retries() {
     r.sink.shutdown();
 }
 
+fn refused(reason: &str, named: Vec<usize>) -> Attempt {
+    Attempt::Refused {
+        reason: reason.into(),
+        named,
+    }
+}
+
 #[test]
-fn poison_completes_ok_and_counts_the_dropped_points() {
+fn named_refused_lines_are_dead_lettered_and_the_rest_sent_again() {
     let r = rig(
-        vec![Attempt::Poison {
-            dropped: 1,
-            message: "partial write: dropped=1".into(),
-        }],
+        vec![refused("HTTP 400: unable to parse", vec![1])],
         5000,
         false,
     );
-    smol::block_on(r.sink.write("m v=1 1\nm v=\"x\" 2\n".into(), 2)).expect("poison completes Ok");
-    assert_eq!(r.metrics.points_dropped_by_sink.load(Ordering::Relaxed), 1);
-    assert_eq!(r.metrics.points_written.load(Ordering::Relaxed), 1);
+    smol::block_on(r.sink.write("c1", "m v=1 1\nm v= 2\nm v=3 3\n".into(), 3))
+        .expect("completes once written or dead-lettered");
+    assert_eq!(
+        r.bodies(),
+        vec!["m v=1 1\nm v= 2\nm v=3 3\n", "m v=1 1\nm v=3 3\n"]
+    );
+    assert_eq!(
+        r.dead(),
+        vec![(
+            "c1".into(),
+            "HTTP 400: unable to parse".into(),
+            "m v= 2\n".into()
+        )]
+    );
+    assert_eq!(r.metrics.points_dead_lettered.load(Ordering::Relaxed), 1);
+    assert_eq!(r.metrics.points_written.load(Ordering::Relaxed), 2);
     assert_eq!(r.metrics.sink_errors.load(Ordering::Relaxed), 0);
+    r.sink.shutdown();
+}
+
+#[test]
+fn unnamed_refusals_are_bisected_down_to_the_refused_lines() {
+    // 4 lines, line "c" refused: whole -> (a b: ok) (c d: refused) -> c refused, d ok.
+    let r = rig(
+        vec![
+            refused("HTTP 422: partial write dropped=1", vec![]),
+            Attempt::Durable,
+            refused("HTTP 422: partial write dropped=1", vec![]),
+            refused("HTTP 422: partial write dropped=1", vec![]),
+        ],
+        5000,
+        false,
+    );
+    smol::block_on(r.sink.write("c1", "a 1\nb 2\nc 3\nd 4\n".into(), 4)).expect("completes");
+    assert_eq!(
+        r.bodies(),
+        vec![
+            "a 1\nb 2\nc 3\nd 4\n",
+            "a 1\nb 2\n",
+            "c 3\nd 4\n",
+            "c 3\n",
+            "d 4\n"
+        ]
+    );
+    let dead = r.dead();
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!(dead[0].2, "c 3\n");
+    assert_eq!(r.metrics.points_written.load(Ordering::Relaxed), 3);
+    r.sink.shutdown();
+}
+
+#[test]
+fn an_unknown_answer_is_tried_a_few_times_then_its_lines_are_refused() {
+    let unexpected = || Attempt::Unexpected {
+        error: "HTTP 409: no".into(),
+    };
+    let r = rig(vec![unexpected(); 10], 5000, false);
+    smol::block_on(r.sink.write("c1", "a 1\nb 2\n".into(), 2)).expect("completes");
+    assert_eq!(
+        r.bodies().len(),
+        UNEXPECTED_TRIES as usize,
+        "not bisected either"
+    );
+    let dead = r.dead();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].2, "a 1\nb 2\n");
+    assert!(dead[0].1.starts_with("HTTP 409: no"), "{dead:?}");
+    r.sink.shutdown();
+}
+
+#[test]
+fn a_refused_line_is_acknowledged_only_once_its_dead_letter_is_durable() {
+    let r = rig(
+        vec![refused("HTTP 400: unable to parse", vec![0])],
+        5000,
+        false,
+    );
+    // The dead-letter directory cannot be created: a file stands in its way.
+    std::fs::write(&r.dir, "in the way").expect("write blocker");
+    let pending = {
+        let sink = r.sink.clone();
+        std::thread::spawn(move || smol::block_on(sink.write("c1", "m v= 1\n".into(), 1)))
+    };
+    for _ in 0..3000 {
+        if r.metrics.sink_errors.load(Ordering::Relaxed) >= 2 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(
+        r.metrics.sink_errors.load(Ordering::Relaxed) >= 2,
+        "retried"
+    );
+    assert!(
+        !pending.is_finished(),
+        "acknowledged before the dead letter was durable"
+    );
+    assert_eq!(r.metrics.points_dead_lettered.load(Ordering::Relaxed), 0);
+    std::fs::remove_file(&r.dir).expect("remove blocker");
+    pending
+        .join()
+        .expect("writer thread")
+        .expect("completes once the dead letter is written");
+    assert_eq!(r.dead()[0].2, "m v= 1\n");
+    assert_eq!(r.metrics.dead_lettered_of("c1"), 1);
     r.sink.shutdown();
 }
 
@@ -388,7 +659,7 @@ fn poison_completes_ok_and_counts_the_dropped_points() {
 fn too_large_is_written_in_halves() {
     // 4 lines: too large; 2 + 2: the first half too large again -> 1 + 1; the rest fit.
     let r = rig(vec![Attempt::TooLarge, Attempt::TooLarge], 5000, false);
-    smol::block_on(r.sink.write("a 1\nb 2\nc 3\nd 4\n".into(), 4)).expect("durable");
+    smol::block_on(r.sink.write("c1", "a 1\nb 2\nc 3\nd 4\n".into(), 4)).expect("durable");
     assert_eq!(
         r.bodies(),
         vec![
@@ -400,16 +671,17 @@ fn too_large_is_written_in_halves() {
         ]
     );
     assert_eq!(r.metrics.points_written.load(Ordering::Relaxed), 4);
-    assert_eq!(r.metrics.points_dropped_by_sink.load(Ordering::Relaxed), 0);
+    assert_eq!(r.metrics.points_dead_lettered.load(Ordering::Relaxed), 0);
     r.sink.shutdown();
 }
 
 #[test]
-fn a_single_line_too_large_is_dropped_not_retried_forever() {
+fn a_single_line_too_large_is_dead_lettered_not_retried_forever() {
     let r = rig(vec![Attempt::TooLarge], 5000, false);
-    smol::block_on(r.sink.write("huge 1\n".into(), 1)).expect("completes");
+    smol::block_on(r.sink.write("c1", "huge 1\n".into(), 1)).expect("completes");
     assert_eq!(r.bodies().len(), 1);
-    assert_eq!(r.metrics.points_dropped_by_sink.load(Ordering::Relaxed), 1);
+    assert_eq!(r.metrics.points_dead_lettered.load(Ordering::Relaxed), 1);
+    assert_eq!(r.dead()[0].2, "huge 1\n");
     r.sink.shutdown();
 }
 
@@ -438,7 +710,7 @@ fn shutdown_while_failing_answers_err_and_refuses_new_writes() {
         assert!(matches!(a.await, Err(SinkError::ShutDown)));
         assert!(matches!(b.await, Err(SinkError::ShutDown)));
         assert!(matches!(
-            r.sink.write("c 3\n".into(), 1).await,
+            r.sink.write("c1", "c 3\n".into(), 1).await,
             Err(SinkError::ShutDown)
         ));
     });
@@ -501,7 +773,7 @@ fn with_a_linger_a_lone_write_goes_out_at_the_flush_deadline() {
         Duration::from_millis(200),
         Duration::from_millis(200),
     );
-    smol::block_on(r.sink.write("a 1\n".into(), 1)).expect("durable without more writes");
+    smol::block_on(r.sink.write("c1", "a 1\n".into(), 1)).expect("durable without more writes");
     assert_eq!(r.bodies(), vec!["a 1\n".to_string()]);
     r.sink.shutdown();
 }

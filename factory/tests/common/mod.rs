@@ -113,7 +113,7 @@ impl MemSink {
 }
 
 impl FactSink for MemSink {
-    fn write(&self, lines: String, points: usize) -> WriteFuture {
+    fn write(&self, _client: &str, lines: String, points: usize) -> WriteFuture {
         self.0.started.fetch_add(1, Ordering::SeqCst);
         let gate = self.0.gate.lock().expect("lock").clone();
         let me = self.0.clone();
@@ -298,6 +298,7 @@ pub fn snapshot(time_ns: i64, backlog: u64) -> Snapshot {
             load15: 0.125,
             n_cpus: 4,
             uptime: 100,
+            ..Default::default()
         }),
         health: Some(Health {
             buffered_batches: backlog,
@@ -417,4 +418,81 @@ pub fn metric(text: &str, name: &str) -> u64 {
         .trim()
         .parse()
         .expect("numeric metric")
+}
+
+/// A tmpfs mounted by the test (as root) at a path, always unmounted on drop: a small disk the
+/// test can fill and empty.
+pub struct Tmpfs {
+    path: PathBuf,
+}
+
+impl Tmpfs {
+    /// Mounts a tmpfs of `size` (mount's syntax, e.g. `4m`) at `path`, creating it. Without
+    /// root the test cannot run: it fails, unless `AUTOFACT_SKIP_TMPFS=1`, which makes it print
+    /// SKIPPED and return `None`.
+    pub fn mount(path: &Path, size: &str) -> Option<Tmpfs> {
+        std::fs::create_dir_all(path).expect("create mount point");
+        let out = std::process::Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0755"),
+                "tmpfs",
+            ])
+            .arg(path)
+            .output();
+        match out {
+            Ok(o) if o.status.success() => Some(Tmpfs {
+                path: path.to_path_buf(),
+            }),
+            other => {
+                let why = format!("mount -t tmpfs at {}: {other:?}", path.display());
+                if std::env::var_os("AUTOFACT_SKIP_TMPFS").is_some() {
+                    println!("SKIPPED: {why} (needs root)");
+                    None
+                } else {
+                    panic!("{why}: this test needs root (AUTOFACT_SKIP_TMPFS=1 skips it)");
+                }
+            }
+        }
+    }
+
+    /// Fills the file system: appends to a filler file until ENOSPC (again: whatever was
+    /// freed meanwhile). Returns the bytes written.
+    pub fn fill(&self) -> u64 {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.path.join("filler"))
+            .expect("open filler");
+        let chunk = vec![0u8; 64 * 1024];
+        let mut n = 0u64;
+        loop {
+            match f.write(&chunk) {
+                Ok(0) => break,
+                Ok(k) => n += k as u64,
+                Err(e) if e.raw_os_error() == Some(28) => break,
+                Err(e) => panic!("filling {}: {e}", self.path.display()),
+            }
+        }
+        let _ = f.sync_all();
+        n
+    }
+
+    /// Frees what [`Tmpfs::fill`] took.
+    pub fn free(&self) {
+        std::fs::remove_file(self.path.join("filler")).expect("remove filler");
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        // Lazy: returns at once even if a file is still open (a factory thread that panicked).
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.path)
+            .status();
+    }
 }

@@ -1019,6 +1019,7 @@ impl<'a> Periods<'a> {
   pub const VT_DISK_MS: ::flatbuffers::VOffsetT = 18;
   pub const VT_TEMP_MS: ::flatbuffers::VOffsetT = 20;
   pub const VT_HEALTH_MS: ::flatbuffers::VOffsetT = 22;
+  pub const VT_PROCESSES_MS: ::flatbuffers::VOffsetT = 24;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -1030,6 +1031,7 @@ impl<'a> Periods<'a> {
     args: &'args PeriodsArgs
   ) -> ::flatbuffers::WIPOffset<Periods<'bldr>> {
     let mut builder = PeriodsBuilder::new(_fbb);
+    builder.add_processes_ms(args.processes_ms);
     builder.add_health_ms(args.health_ms);
     builder.add_temp_ms(args.temp_ms);
     builder.add_disk_ms(args.disk_ms);
@@ -1114,6 +1116,13 @@ impl<'a> Periods<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<u32>(Periods::VT_HEALTH_MS, Some(0)).unwrap()}
   }
+  #[inline]
+  pub fn processes_ms(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(Periods::VT_PROCESSES_MS, Some(0)).unwrap()}
+  }
 }
 
 impl ::flatbuffers::Verifiable for Periods<'_> {
@@ -1132,6 +1141,7 @@ impl ::flatbuffers::Verifiable for Periods<'_> {
      .visit_field::<u32>("disk_ms", Self::VT_DISK_MS, false)?
      .visit_field::<u32>("temp_ms", Self::VT_TEMP_MS, false)?
      .visit_field::<u32>("health_ms", Self::VT_HEALTH_MS, false)?
+     .visit_field::<u32>("processes_ms", Self::VT_PROCESSES_MS, false)?
      .finish();
     Ok(())
   }
@@ -1147,6 +1157,7 @@ pub struct PeriodsArgs {
     pub disk_ms: u32,
     pub temp_ms: u32,
     pub health_ms: u32,
+    pub processes_ms: u32,
 }
 impl<'a> Default for PeriodsArgs {
   #[inline]
@@ -1162,6 +1173,7 @@ impl<'a> Default for PeriodsArgs {
       disk_ms: 0,
       temp_ms: 0,
       health_ms: 0,
+      processes_ms: 0,
     }
   }
 }
@@ -1212,6 +1224,10 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> PeriodsBuilder<'a, 'b, A> {
     self.fbb_.push_slot::<u32>(Periods::VT_HEALTH_MS, health_ms, 0);
   }
   #[inline]
+  pub fn add_processes_ms(&mut self, processes_ms: u32) {
+    self.fbb_.push_slot::<u32>(Periods::VT_PROCESSES_MS, processes_ms, 0);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> PeriodsBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     PeriodsBuilder {
@@ -1239,6 +1255,7 @@ impl ::core::fmt::Debug for Periods<'_> {
       ds.field("disk_ms", &self.disk_ms());
       ds.field("temp_ms", &self.temp_ms());
       ds.field("health_ms", &self.health_ms());
+      ds.field("processes_ms", &self.processes_ms());
       ds.finish()
   }
 }
@@ -2306,6 +2323,7 @@ impl<'a> Snapshot<'a> {
   pub const VT_BOOTTIME_NS: ::flatbuffers::VOffsetT = 26;
   pub const VT_CLOCK_SYNC: ::flatbuffers::VOffsetT = 28;
   pub const VT_BOOT_ID: ::flatbuffers::VOffsetT = 30;
+  pub const VT_PROCESSES: ::flatbuffers::VOffsetT = 32;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -2319,6 +2337,7 @@ impl<'a> Snapshot<'a> {
     let mut builder = SnapshotBuilder::new(_fbb);
     builder.add_boottime_ns(args.boottime_ns);
     builder.add_time_ns(args.time_ns);
+    if let Some(x) = args.processes { builder.add_processes(x); }
     if let Some(x) = args.boot_id { builder.add_boot_id(x); }
     if let Some(x) = args.health { builder.add_health(x); }
     if let Some(x) = args.temp { builder.add_temp(x); }
@@ -2433,6 +2452,13 @@ impl<'a> Snapshot<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(Snapshot::VT_BOOT_ID, None)}
   }
+  #[inline]
+  pub fn processes(&self) -> Option<Processes<'a>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<Processes>>(Snapshot::VT_PROCESSES, None)}
+  }
 }
 
 impl ::flatbuffers::Verifiable for Snapshot<'_> {
@@ -2455,6 +2481,7 @@ impl ::flatbuffers::Verifiable for Snapshot<'_> {
      .visit_field::<i64>("boottime_ns", Self::VT_BOOTTIME_NS, false)?
      .visit_field::<ClockSync>("clock_sync", Self::VT_CLOCK_SYNC, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("boot_id", Self::VT_BOOT_ID, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<Processes>>("processes", Self::VT_PROCESSES, false)?
      .finish();
     Ok(())
   }
@@ -2474,6 +2501,7 @@ pub struct SnapshotArgs<'a> {
     pub boottime_ns: i64,
     pub clock_sync: ClockSync,
     pub boot_id: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub processes: Option<::flatbuffers::WIPOffset<Processes<'a>>>,
 }
 impl<'a> Default for SnapshotArgs<'a> {
   #[inline]
@@ -2493,6 +2521,7 @@ impl<'a> Default for SnapshotArgs<'a> {
       boottime_ns: 0,
       clock_sync: ClockSync::Unknown,
       boot_id: None,
+      processes: None,
     }
   }
 }
@@ -2559,6 +2588,10 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> SnapshotBuilder<'a, 'b, A> {
     self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Snapshot::VT_BOOT_ID, boot_id);
   }
   #[inline]
+  pub fn add_processes(&mut self, processes: ::flatbuffers::WIPOffset<Processes<'b >>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<Processes>>(Snapshot::VT_PROCESSES, processes);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> SnapshotBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     SnapshotBuilder {
@@ -2590,6 +2623,7 @@ impl ::core::fmt::Debug for Snapshot<'_> {
       ds.field("boottime_ns", &self.boottime_ns());
       ds.field("clock_sync", &self.clock_sync());
       ds.field("boot_id", &self.boot_id());
+      ds.field("processes", &self.processes());
       ds.finish()
   }
 }
@@ -2881,6 +2915,7 @@ impl<'a> Kernel<'a> {
   pub const VT_CONTEXT_SWITCHES: ::flatbuffers::VOffsetT = 6;
   pub const VT_INTERRUPTS: ::flatbuffers::VOffsetT = 8;
   pub const VT_PROCESSES_FORKED: ::flatbuffers::VOffsetT = 10;
+  pub const VT_ENTROPY_AVAIL: ::flatbuffers::VOffsetT = 12;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -2892,6 +2927,7 @@ impl<'a> Kernel<'a> {
     args: &'args KernelArgs
   ) -> ::flatbuffers::WIPOffset<Kernel<'bldr>> {
     let mut builder = KernelBuilder::new(_fbb);
+    if let Some(x) = args.entropy_avail { builder.add_entropy_avail(x); }
     builder.add_processes_forked(args.processes_forked);
     builder.add_interrupts(args.interrupts);
     builder.add_context_switches(args.context_switches);
@@ -2928,6 +2964,13 @@ impl<'a> Kernel<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<u64>(Kernel::VT_PROCESSES_FORKED, Some(0)).unwrap()}
   }
+  #[inline]
+  pub fn entropy_avail(&self) -> Option<u64> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(Kernel::VT_ENTROPY_AVAIL, None)}
+  }
 }
 
 impl ::flatbuffers::Verifiable for Kernel<'_> {
@@ -2940,6 +2983,7 @@ impl ::flatbuffers::Verifiable for Kernel<'_> {
      .visit_field::<u64>("context_switches", Self::VT_CONTEXT_SWITCHES, false)?
      .visit_field::<u64>("interrupts", Self::VT_INTERRUPTS, false)?
      .visit_field::<u64>("processes_forked", Self::VT_PROCESSES_FORKED, false)?
+     .visit_field::<u64>("entropy_avail", Self::VT_ENTROPY_AVAIL, false)?
      .finish();
     Ok(())
   }
@@ -2949,6 +2993,7 @@ pub struct KernelArgs {
     pub context_switches: u64,
     pub interrupts: u64,
     pub processes_forked: u64,
+    pub entropy_avail: Option<u64>,
 }
 impl<'a> Default for KernelArgs {
   #[inline]
@@ -2958,6 +3003,7 @@ impl<'a> Default for KernelArgs {
       context_switches: 0,
       interrupts: 0,
       processes_forked: 0,
+      entropy_avail: None,
     }
   }
 }
@@ -2984,6 +3030,10 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> KernelBuilder<'a, 'b, A> {
     self.fbb_.push_slot::<u64>(Kernel::VT_PROCESSES_FORKED, processes_forked, 0);
   }
   #[inline]
+  pub fn add_entropy_avail(&mut self, entropy_avail: u64) {
+    self.fbb_.push_slot_always::<u64>(Kernel::VT_ENTROPY_AVAIL, entropy_avail);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> KernelBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     KernelBuilder {
@@ -3005,6 +3055,7 @@ impl ::core::fmt::Debug for Kernel<'_> {
       ds.field("context_switches", &self.context_switches());
       ds.field("interrupts", &self.interrupts());
       ds.field("processes_forked", &self.processes_forked());
+      ds.field("entropy_avail", &self.entropy_avail());
       ds.finish()
   }
 }
@@ -3035,6 +3086,28 @@ impl<'a> Mem<'a> {
   pub const VT_INACTIVE: ::flatbuffers::VOffsetT = 18;
   pub const VT_SLAB: ::flatbuffers::VOffsetT = 20;
   pub const VT_SHARED: ::flatbuffers::VOffsetT = 22;
+  pub const VT_COMMIT_LIMIT: ::flatbuffers::VOffsetT = 24;
+  pub const VT_COMMITTED_AS: ::flatbuffers::VOffsetT = 26;
+  pub const VT_DIRTY: ::flatbuffers::VOffsetT = 28;
+  pub const VT_HIGH_FREE: ::flatbuffers::VOffsetT = 30;
+  pub const VT_HIGH_TOTAL: ::flatbuffers::VOffsetT = 32;
+  pub const VT_HUGE_PAGES_FREE: ::flatbuffers::VOffsetT = 34;
+  pub const VT_HUGE_PAGE_SIZE: ::flatbuffers::VOffsetT = 36;
+  pub const VT_HUGE_PAGES_TOTAL: ::flatbuffers::VOffsetT = 38;
+  pub const VT_LOW_FREE: ::flatbuffers::VOffsetT = 40;
+  pub const VT_LOW_TOTAL: ::flatbuffers::VOffsetT = 42;
+  pub const VT_MAPPED: ::flatbuffers::VOffsetT = 44;
+  pub const VT_PAGE_TABLES: ::flatbuffers::VOffsetT = 46;
+  pub const VT_SRECLAIMABLE: ::flatbuffers::VOffsetT = 48;
+  pub const VT_SUNRECLAIM: ::flatbuffers::VOffsetT = 50;
+  pub const VT_SWAP_CACHED: ::flatbuffers::VOffsetT = 52;
+  pub const VT_SWAP_FREE: ::flatbuffers::VOffsetT = 54;
+  pub const VT_SWAP_TOTAL: ::flatbuffers::VOffsetT = 56;
+  pub const VT_VMALLOC_CHUNK: ::flatbuffers::VOffsetT = 58;
+  pub const VT_VMALLOC_TOTAL: ::flatbuffers::VOffsetT = 60;
+  pub const VT_VMALLOC_USED: ::flatbuffers::VOffsetT = 62;
+  pub const VT_WRITE_BACK: ::flatbuffers::VOffsetT = 64;
+  pub const VT_WRITE_BACK_TMP: ::flatbuffers::VOffsetT = 66;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -3046,6 +3119,28 @@ impl<'a> Mem<'a> {
     args: &'args MemArgs
   ) -> ::flatbuffers::WIPOffset<Mem<'bldr>> {
     let mut builder = MemBuilder::new(_fbb);
+    builder.add_write_back_tmp(args.write_back_tmp);
+    builder.add_write_back(args.write_back);
+    builder.add_vmalloc_used(args.vmalloc_used);
+    builder.add_vmalloc_total(args.vmalloc_total);
+    builder.add_vmalloc_chunk(args.vmalloc_chunk);
+    builder.add_swap_total(args.swap_total);
+    builder.add_swap_free(args.swap_free);
+    builder.add_swap_cached(args.swap_cached);
+    builder.add_sunreclaim(args.sunreclaim);
+    builder.add_sreclaimable(args.sreclaimable);
+    builder.add_page_tables(args.page_tables);
+    builder.add_mapped(args.mapped);
+    builder.add_low_total(args.low_total);
+    builder.add_low_free(args.low_free);
+    builder.add_huge_pages_total(args.huge_pages_total);
+    builder.add_huge_page_size(args.huge_page_size);
+    builder.add_huge_pages_free(args.huge_pages_free);
+    builder.add_high_total(args.high_total);
+    builder.add_high_free(args.high_free);
+    builder.add_dirty(args.dirty);
+    builder.add_committed_as(args.committed_as);
+    builder.add_commit_limit(args.commit_limit);
     builder.add_shared(args.shared);
     builder.add_slab(args.slab);
     builder.add_inactive(args.inactive);
@@ -3130,6 +3225,160 @@ impl<'a> Mem<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<u64>(Mem::VT_SHARED, Some(0)).unwrap()}
   }
+  #[inline]
+  pub fn commit_limit(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(Mem::VT_COMMIT_LIMIT, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn committed_as(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(Mem::VT_COMMITTED_AS, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn dirty(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(Mem::VT_DIRTY, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn high_free(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(Mem::VT_HIGH_FREE, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn high_total(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(Mem::VT_HIGH_TOTAL, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn huge_pages_free(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(Mem::VT_HUGE_PAGES_FREE, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn huge_page_size(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(Mem::VT_HUGE_PAGE_SIZE, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn huge_pages_total(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(Mem::VT_HUGE_PAGES_TOTAL, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn low_free(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(Mem::VT_LOW_FREE, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn low_total(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(Mem::VT_LOW_TOTAL, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn mapped(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(Mem::VT_MAPPED, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn page_tables(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(Mem::VT_PAGE_TABLES, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn sreclaimable(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(Mem::VT_SRECLAIMABLE, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn sunreclaim(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(Mem::VT_SUNRECLAIM, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn swap_cached(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(Mem::VT_SWAP_CACHED, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn swap_free(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(Mem::VT_SWAP_FREE, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn swap_total(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(Mem::VT_SWAP_TOTAL, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn vmalloc_chunk(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(Mem::VT_VMALLOC_CHUNK, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn vmalloc_total(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(Mem::VT_VMALLOC_TOTAL, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn vmalloc_used(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(Mem::VT_VMALLOC_USED, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn write_back(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(Mem::VT_WRITE_BACK, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn write_back_tmp(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(Mem::VT_WRITE_BACK_TMP, Some(0)).unwrap()}
+  }
 }
 
 impl ::flatbuffers::Verifiable for Mem<'_> {
@@ -3148,6 +3397,28 @@ impl ::flatbuffers::Verifiable for Mem<'_> {
      .visit_field::<u64>("inactive", Self::VT_INACTIVE, false)?
      .visit_field::<u64>("slab", Self::VT_SLAB, false)?
      .visit_field::<u64>("shared", Self::VT_SHARED, false)?
+     .visit_field::<u64>("commit_limit", Self::VT_COMMIT_LIMIT, false)?
+     .visit_field::<u64>("committed_as", Self::VT_COMMITTED_AS, false)?
+     .visit_field::<u64>("dirty", Self::VT_DIRTY, false)?
+     .visit_field::<u64>("high_free", Self::VT_HIGH_FREE, false)?
+     .visit_field::<u64>("high_total", Self::VT_HIGH_TOTAL, false)?
+     .visit_field::<u64>("huge_pages_free", Self::VT_HUGE_PAGES_FREE, false)?
+     .visit_field::<u64>("huge_page_size", Self::VT_HUGE_PAGE_SIZE, false)?
+     .visit_field::<u64>("huge_pages_total", Self::VT_HUGE_PAGES_TOTAL, false)?
+     .visit_field::<u64>("low_free", Self::VT_LOW_FREE, false)?
+     .visit_field::<u64>("low_total", Self::VT_LOW_TOTAL, false)?
+     .visit_field::<u64>("mapped", Self::VT_MAPPED, false)?
+     .visit_field::<u64>("page_tables", Self::VT_PAGE_TABLES, false)?
+     .visit_field::<u64>("sreclaimable", Self::VT_SRECLAIMABLE, false)?
+     .visit_field::<u64>("sunreclaim", Self::VT_SUNRECLAIM, false)?
+     .visit_field::<u64>("swap_cached", Self::VT_SWAP_CACHED, false)?
+     .visit_field::<u64>("swap_free", Self::VT_SWAP_FREE, false)?
+     .visit_field::<u64>("swap_total", Self::VT_SWAP_TOTAL, false)?
+     .visit_field::<u64>("vmalloc_chunk", Self::VT_VMALLOC_CHUNK, false)?
+     .visit_field::<u64>("vmalloc_total", Self::VT_VMALLOC_TOTAL, false)?
+     .visit_field::<u64>("vmalloc_used", Self::VT_VMALLOC_USED, false)?
+     .visit_field::<u64>("write_back", Self::VT_WRITE_BACK, false)?
+     .visit_field::<u64>("write_back_tmp", Self::VT_WRITE_BACK_TMP, false)?
      .finish();
     Ok(())
   }
@@ -3163,6 +3434,28 @@ pub struct MemArgs {
     pub inactive: u64,
     pub slab: u64,
     pub shared: u64,
+    pub commit_limit: u64,
+    pub committed_as: u64,
+    pub dirty: u64,
+    pub high_free: u64,
+    pub high_total: u64,
+    pub huge_pages_free: u64,
+    pub huge_page_size: u64,
+    pub huge_pages_total: u64,
+    pub low_free: u64,
+    pub low_total: u64,
+    pub mapped: u64,
+    pub page_tables: u64,
+    pub sreclaimable: u64,
+    pub sunreclaim: u64,
+    pub swap_cached: u64,
+    pub swap_free: u64,
+    pub swap_total: u64,
+    pub vmalloc_chunk: u64,
+    pub vmalloc_total: u64,
+    pub vmalloc_used: u64,
+    pub write_back: u64,
+    pub write_back_tmp: u64,
 }
 impl<'a> Default for MemArgs {
   #[inline]
@@ -3178,6 +3471,28 @@ impl<'a> Default for MemArgs {
       inactive: 0,
       slab: 0,
       shared: 0,
+      commit_limit: 0,
+      committed_as: 0,
+      dirty: 0,
+      high_free: 0,
+      high_total: 0,
+      huge_pages_free: 0,
+      huge_page_size: 0,
+      huge_pages_total: 0,
+      low_free: 0,
+      low_total: 0,
+      mapped: 0,
+      page_tables: 0,
+      sreclaimable: 0,
+      sunreclaim: 0,
+      swap_cached: 0,
+      swap_free: 0,
+      swap_total: 0,
+      vmalloc_chunk: 0,
+      vmalloc_total: 0,
+      vmalloc_used: 0,
+      write_back: 0,
+      write_back_tmp: 0,
     }
   }
 }
@@ -3228,6 +3543,94 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> MemBuilder<'a, 'b, A> {
     self.fbb_.push_slot::<u64>(Mem::VT_SHARED, shared, 0);
   }
   #[inline]
+  pub fn add_commit_limit(&mut self, commit_limit: u64) {
+    self.fbb_.push_slot::<u64>(Mem::VT_COMMIT_LIMIT, commit_limit, 0);
+  }
+  #[inline]
+  pub fn add_committed_as(&mut self, committed_as: u64) {
+    self.fbb_.push_slot::<u64>(Mem::VT_COMMITTED_AS, committed_as, 0);
+  }
+  #[inline]
+  pub fn add_dirty(&mut self, dirty: u64) {
+    self.fbb_.push_slot::<u64>(Mem::VT_DIRTY, dirty, 0);
+  }
+  #[inline]
+  pub fn add_high_free(&mut self, high_free: u64) {
+    self.fbb_.push_slot::<u64>(Mem::VT_HIGH_FREE, high_free, 0);
+  }
+  #[inline]
+  pub fn add_high_total(&mut self, high_total: u64) {
+    self.fbb_.push_slot::<u64>(Mem::VT_HIGH_TOTAL, high_total, 0);
+  }
+  #[inline]
+  pub fn add_huge_pages_free(&mut self, huge_pages_free: u64) {
+    self.fbb_.push_slot::<u64>(Mem::VT_HUGE_PAGES_FREE, huge_pages_free, 0);
+  }
+  #[inline]
+  pub fn add_huge_page_size(&mut self, huge_page_size: u64) {
+    self.fbb_.push_slot::<u64>(Mem::VT_HUGE_PAGE_SIZE, huge_page_size, 0);
+  }
+  #[inline]
+  pub fn add_huge_pages_total(&mut self, huge_pages_total: u64) {
+    self.fbb_.push_slot::<u64>(Mem::VT_HUGE_PAGES_TOTAL, huge_pages_total, 0);
+  }
+  #[inline]
+  pub fn add_low_free(&mut self, low_free: u64) {
+    self.fbb_.push_slot::<u64>(Mem::VT_LOW_FREE, low_free, 0);
+  }
+  #[inline]
+  pub fn add_low_total(&mut self, low_total: u64) {
+    self.fbb_.push_slot::<u64>(Mem::VT_LOW_TOTAL, low_total, 0);
+  }
+  #[inline]
+  pub fn add_mapped(&mut self, mapped: u64) {
+    self.fbb_.push_slot::<u64>(Mem::VT_MAPPED, mapped, 0);
+  }
+  #[inline]
+  pub fn add_page_tables(&mut self, page_tables: u64) {
+    self.fbb_.push_slot::<u64>(Mem::VT_PAGE_TABLES, page_tables, 0);
+  }
+  #[inline]
+  pub fn add_sreclaimable(&mut self, sreclaimable: u64) {
+    self.fbb_.push_slot::<u64>(Mem::VT_SRECLAIMABLE, sreclaimable, 0);
+  }
+  #[inline]
+  pub fn add_sunreclaim(&mut self, sunreclaim: u64) {
+    self.fbb_.push_slot::<u64>(Mem::VT_SUNRECLAIM, sunreclaim, 0);
+  }
+  #[inline]
+  pub fn add_swap_cached(&mut self, swap_cached: u64) {
+    self.fbb_.push_slot::<u64>(Mem::VT_SWAP_CACHED, swap_cached, 0);
+  }
+  #[inline]
+  pub fn add_swap_free(&mut self, swap_free: u64) {
+    self.fbb_.push_slot::<u64>(Mem::VT_SWAP_FREE, swap_free, 0);
+  }
+  #[inline]
+  pub fn add_swap_total(&mut self, swap_total: u64) {
+    self.fbb_.push_slot::<u64>(Mem::VT_SWAP_TOTAL, swap_total, 0);
+  }
+  #[inline]
+  pub fn add_vmalloc_chunk(&mut self, vmalloc_chunk: u64) {
+    self.fbb_.push_slot::<u64>(Mem::VT_VMALLOC_CHUNK, vmalloc_chunk, 0);
+  }
+  #[inline]
+  pub fn add_vmalloc_total(&mut self, vmalloc_total: u64) {
+    self.fbb_.push_slot::<u64>(Mem::VT_VMALLOC_TOTAL, vmalloc_total, 0);
+  }
+  #[inline]
+  pub fn add_vmalloc_used(&mut self, vmalloc_used: u64) {
+    self.fbb_.push_slot::<u64>(Mem::VT_VMALLOC_USED, vmalloc_used, 0);
+  }
+  #[inline]
+  pub fn add_write_back(&mut self, write_back: u64) {
+    self.fbb_.push_slot::<u64>(Mem::VT_WRITE_BACK, write_back, 0);
+  }
+  #[inline]
+  pub fn add_write_back_tmp(&mut self, write_back_tmp: u64) {
+    self.fbb_.push_slot::<u64>(Mem::VT_WRITE_BACK_TMP, write_back_tmp, 0);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> MemBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     MemBuilder {
@@ -3255,6 +3658,28 @@ impl ::core::fmt::Debug for Mem<'_> {
       ds.field("inactive", &self.inactive());
       ds.field("slab", &self.slab());
       ds.field("shared", &self.shared());
+      ds.field("commit_limit", &self.commit_limit());
+      ds.field("committed_as", &self.committed_as());
+      ds.field("dirty", &self.dirty());
+      ds.field("high_free", &self.high_free());
+      ds.field("high_total", &self.high_total());
+      ds.field("huge_pages_free", &self.huge_pages_free());
+      ds.field("huge_page_size", &self.huge_page_size());
+      ds.field("huge_pages_total", &self.huge_pages_total());
+      ds.field("low_free", &self.low_free());
+      ds.field("low_total", &self.low_total());
+      ds.field("mapped", &self.mapped());
+      ds.field("page_tables", &self.page_tables());
+      ds.field("sreclaimable", &self.sreclaimable());
+      ds.field("sunreclaim", &self.sunreclaim());
+      ds.field("swap_cached", &self.swap_cached());
+      ds.field("swap_free", &self.swap_free());
+      ds.field("swap_total", &self.swap_total());
+      ds.field("vmalloc_chunk", &self.vmalloc_chunk());
+      ds.field("vmalloc_total", &self.vmalloc_total());
+      ds.field("vmalloc_used", &self.vmalloc_used());
+      ds.field("write_back", &self.write_back());
+      ds.field("write_back_tmp", &self.write_back_tmp());
       ds.finish()
   }
 }
@@ -3278,6 +3703,8 @@ impl<'a> Swap<'a> {
   pub const VT_TOTAL: ::flatbuffers::VOffsetT = 4;
   pub const VT_USED: ::flatbuffers::VOffsetT = 6;
   pub const VT_FREE: ::flatbuffers::VOffsetT = 8;
+  pub const VT_IN_: ::flatbuffers::VOffsetT = 10;
+  pub const VT_OUT: ::flatbuffers::VOffsetT = 12;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -3289,6 +3716,8 @@ impl<'a> Swap<'a> {
     args: &'args SwapArgs
   ) -> ::flatbuffers::WIPOffset<Swap<'bldr>> {
     let mut builder = SwapBuilder::new(_fbb);
+    if let Some(x) = args.out { builder.add_out(x); }
+    if let Some(x) = args.in_ { builder.add_in_(x); }
     builder.add_free(args.free);
     builder.add_used(args.used);
     builder.add_total(args.total);
@@ -3317,6 +3746,20 @@ impl<'a> Swap<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<u64>(Swap::VT_FREE, Some(0)).unwrap()}
   }
+  #[inline]
+  pub fn in_(&self) -> Option<u64> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(Swap::VT_IN_, None)}
+  }
+  #[inline]
+  pub fn out(&self) -> Option<u64> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(Swap::VT_OUT, None)}
+  }
 }
 
 impl ::flatbuffers::Verifiable for Swap<'_> {
@@ -3328,6 +3771,8 @@ impl ::flatbuffers::Verifiable for Swap<'_> {
      .visit_field::<u64>("total", Self::VT_TOTAL, false)?
      .visit_field::<u64>("used", Self::VT_USED, false)?
      .visit_field::<u64>("free", Self::VT_FREE, false)?
+     .visit_field::<u64>("in_", Self::VT_IN_, false)?
+     .visit_field::<u64>("out", Self::VT_OUT, false)?
      .finish();
     Ok(())
   }
@@ -3336,6 +3781,8 @@ pub struct SwapArgs {
     pub total: u64,
     pub used: u64,
     pub free: u64,
+    pub in_: Option<u64>,
+    pub out: Option<u64>,
 }
 impl<'a> Default for SwapArgs {
   #[inline]
@@ -3344,6 +3791,8 @@ impl<'a> Default for SwapArgs {
       total: 0,
       used: 0,
       free: 0,
+      in_: None,
+      out: None,
     }
   }
 }
@@ -3366,6 +3815,14 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> SwapBuilder<'a, 'b, A> {
     self.fbb_.push_slot::<u64>(Swap::VT_FREE, free, 0);
   }
   #[inline]
+  pub fn add_in_(&mut self, in_: u64) {
+    self.fbb_.push_slot_always::<u64>(Swap::VT_IN_, in_);
+  }
+  #[inline]
+  pub fn add_out(&mut self, out: u64) {
+    self.fbb_.push_slot_always::<u64>(Swap::VT_OUT, out);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> SwapBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     SwapBuilder {
@@ -3386,6 +3843,8 @@ impl ::core::fmt::Debug for Swap<'_> {
       ds.field("total", &self.total());
       ds.field("used", &self.used());
       ds.field("free", &self.free());
+      ds.field("in_", &self.in_());
+      ds.field("out", &self.out());
       ds.finish()
   }
 }
@@ -3411,6 +3870,8 @@ impl<'a> System<'a> {
   pub const VT_LOAD15: ::flatbuffers::VOffsetT = 8;
   pub const VT_N_CPUS: ::flatbuffers::VOffsetT = 10;
   pub const VT_UPTIME: ::flatbuffers::VOffsetT = 12;
+  pub const VT_N_USERS: ::flatbuffers::VOffsetT = 14;
+  pub const VT_N_UNIQUE_USERS: ::flatbuffers::VOffsetT = 16;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -3426,6 +3887,8 @@ impl<'a> System<'a> {
     builder.add_load15(args.load15);
     builder.add_load5(args.load5);
     builder.add_load1(args.load1);
+    if let Some(x) = args.n_unique_users { builder.add_n_unique_users(x); }
+    if let Some(x) = args.n_users { builder.add_n_users(x); }
     builder.add_n_cpus(args.n_cpus);
     builder.finish()
   }
@@ -3466,6 +3929,20 @@ impl<'a> System<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<u64>(System::VT_UPTIME, Some(0)).unwrap()}
   }
+  #[inline]
+  pub fn n_users(&self) -> Option<u32> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(System::VT_N_USERS, None)}
+  }
+  #[inline]
+  pub fn n_unique_users(&self) -> Option<u32> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(System::VT_N_UNIQUE_USERS, None)}
+  }
 }
 
 impl ::flatbuffers::Verifiable for System<'_> {
@@ -3479,6 +3956,8 @@ impl ::flatbuffers::Verifiable for System<'_> {
      .visit_field::<f64>("load15", Self::VT_LOAD15, false)?
      .visit_field::<u32>("n_cpus", Self::VT_N_CPUS, false)?
      .visit_field::<u64>("uptime", Self::VT_UPTIME, false)?
+     .visit_field::<u32>("n_users", Self::VT_N_USERS, false)?
+     .visit_field::<u32>("n_unique_users", Self::VT_N_UNIQUE_USERS, false)?
      .finish();
     Ok(())
   }
@@ -3489,6 +3968,8 @@ pub struct SystemArgs {
     pub load15: f64,
     pub n_cpus: u32,
     pub uptime: u64,
+    pub n_users: Option<u32>,
+    pub n_unique_users: Option<u32>,
 }
 impl<'a> Default for SystemArgs {
   #[inline]
@@ -3499,6 +3980,8 @@ impl<'a> Default for SystemArgs {
       load15: 0.0,
       n_cpus: 0,
       uptime: 0,
+      n_users: None,
+      n_unique_users: None,
     }
   }
 }
@@ -3529,6 +4012,14 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> SystemBuilder<'a, 'b, A> {
     self.fbb_.push_slot::<u64>(System::VT_UPTIME, uptime, 0);
   }
   #[inline]
+  pub fn add_n_users(&mut self, n_users: u32) {
+    self.fbb_.push_slot_always::<u32>(System::VT_N_USERS, n_users);
+  }
+  #[inline]
+  pub fn add_n_unique_users(&mut self, n_unique_users: u32) {
+    self.fbb_.push_slot_always::<u32>(System::VT_N_UNIQUE_USERS, n_unique_users);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> SystemBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     SystemBuilder {
@@ -3551,6 +4042,8 @@ impl ::core::fmt::Debug for System<'_> {
       ds.field("load15", &self.load15());
       ds.field("n_cpus", &self.n_cpus());
       ds.field("uptime", &self.uptime());
+      ds.field("n_users", &self.n_users());
+      ds.field("n_unique_users", &self.n_unique_users());
       ds.finish()
   }
 }
@@ -3816,6 +4309,9 @@ impl<'a> DiskIo<'a> {
   pub const VT_IOPS_IN_PROGRESS: ::flatbuffers::VOffsetT = 22;
   pub const VT_MERGED_READS: ::flatbuffers::VOffsetT = 24;
   pub const VT_MERGED_WRITES: ::flatbuffers::VOffsetT = 26;
+  pub const VT_IO_AWAIT: ::flatbuffers::VOffsetT = 28;
+  pub const VT_IO_SVCTM: ::flatbuffers::VOffsetT = 30;
+  pub const VT_IO_UTIL: ::flatbuffers::VOffsetT = 32;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -3827,6 +4323,9 @@ impl<'a> DiskIo<'a> {
     args: &'args DiskIoArgs<'args>
   ) -> ::flatbuffers::WIPOffset<DiskIo<'bldr>> {
     let mut builder = DiskIoBuilder::new(_fbb);
+    if let Some(x) = args.io_util { builder.add_io_util(x); }
+    if let Some(x) = args.io_svctm { builder.add_io_svctm(x); }
+    if let Some(x) = args.io_await { builder.add_io_await(x); }
     builder.add_merged_writes(args.merged_writes);
     builder.add_merged_reads(args.merged_reads);
     builder.add_iops_in_progress(args.iops_in_progress);
@@ -3927,6 +4426,27 @@ impl<'a> DiskIo<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<u64>(DiskIo::VT_MERGED_WRITES, Some(0)).unwrap()}
   }
+  #[inline]
+  pub fn io_await(&self) -> Option<f64> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<f64>(DiskIo::VT_IO_AWAIT, None)}
+  }
+  #[inline]
+  pub fn io_svctm(&self) -> Option<f64> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<f64>(DiskIo::VT_IO_SVCTM, None)}
+  }
+  #[inline]
+  pub fn io_util(&self) -> Option<f64> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<f64>(DiskIo::VT_IO_UTIL, None)}
+  }
 }
 
 impl ::flatbuffers::Verifiable for DiskIo<'_> {
@@ -3947,6 +4467,9 @@ impl ::flatbuffers::Verifiable for DiskIo<'_> {
      .visit_field::<u64>("iops_in_progress", Self::VT_IOPS_IN_PROGRESS, false)?
      .visit_field::<u64>("merged_reads", Self::VT_MERGED_READS, false)?
      .visit_field::<u64>("merged_writes", Self::VT_MERGED_WRITES, false)?
+     .visit_field::<f64>("io_await", Self::VT_IO_AWAIT, false)?
+     .visit_field::<f64>("io_svctm", Self::VT_IO_SVCTM, false)?
+     .visit_field::<f64>("io_util", Self::VT_IO_UTIL, false)?
      .finish();
     Ok(())
   }
@@ -3964,6 +4487,9 @@ pub struct DiskIoArgs<'a> {
     pub iops_in_progress: u64,
     pub merged_reads: u64,
     pub merged_writes: u64,
+    pub io_await: Option<f64>,
+    pub io_svctm: Option<f64>,
+    pub io_util: Option<f64>,
 }
 impl<'a> Default for DiskIoArgs<'a> {
   #[inline]
@@ -3981,6 +4507,9 @@ impl<'a> Default for DiskIoArgs<'a> {
       iops_in_progress: 0,
       merged_reads: 0,
       merged_writes: 0,
+      io_await: None,
+      io_svctm: None,
+      io_util: None,
     }
   }
 }
@@ -4039,6 +4568,18 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> DiskIoBuilder<'a, 'b, A> {
     self.fbb_.push_slot::<u64>(DiskIo::VT_MERGED_WRITES, merged_writes, 0);
   }
   #[inline]
+  pub fn add_io_await(&mut self, io_await: f64) {
+    self.fbb_.push_slot_always::<f64>(DiskIo::VT_IO_AWAIT, io_await);
+  }
+  #[inline]
+  pub fn add_io_svctm(&mut self, io_svctm: f64) {
+    self.fbb_.push_slot_always::<f64>(DiskIo::VT_IO_SVCTM, io_svctm);
+  }
+  #[inline]
+  pub fn add_io_util(&mut self, io_util: f64) {
+    self.fbb_.push_slot_always::<f64>(DiskIo::VT_IO_UTIL, io_util);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> DiskIoBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     DiskIoBuilder {
@@ -4068,6 +4609,9 @@ impl ::core::fmt::Debug for DiskIo<'_> {
       ds.field("iops_in_progress", &self.iops_in_progress());
       ds.field("merged_reads", &self.merged_reads());
       ds.field("merged_writes", &self.merged_writes());
+      ds.field("io_await", &self.io_await());
+      ds.field("io_svctm", &self.io_svctm());
+      ds.field("io_util", &self.io_util());
       ds.finish()
   }
 }
@@ -4097,6 +4641,7 @@ impl<'a> Disk<'a> {
   pub const VT_INODES_TOTAL: ::flatbuffers::VOffsetT = 16;
   pub const VT_INODES_FREE: ::flatbuffers::VOffsetT = 18;
   pub const VT_INODES_USED: ::flatbuffers::VOffsetT = 20;
+  pub const VT_MODE: ::flatbuffers::VOffsetT = 22;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -4114,6 +4659,7 @@ impl<'a> Disk<'a> {
     builder.add_used(args.used);
     builder.add_free(args.free);
     builder.add_total(args.total);
+    if let Some(x) = args.mode { builder.add_mode(x); }
     if let Some(x) = args.fstype { builder.add_fstype(x); }
     if let Some(x) = args.device { builder.add_device(x); }
     if let Some(x) = args.path { builder.add_path(x); }
@@ -4184,6 +4730,13 @@ impl<'a> Disk<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<u64>(Disk::VT_INODES_USED, Some(0)).unwrap()}
   }
+  #[inline]
+  pub fn mode(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(Disk::VT_MODE, None)}
+  }
 }
 
 impl ::flatbuffers::Verifiable for Disk<'_> {
@@ -4201,6 +4754,7 @@ impl ::flatbuffers::Verifiable for Disk<'_> {
      .visit_field::<u64>("inodes_total", Self::VT_INODES_TOTAL, false)?
      .visit_field::<u64>("inodes_free", Self::VT_INODES_FREE, false)?
      .visit_field::<u64>("inodes_used", Self::VT_INODES_USED, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("mode", Self::VT_MODE, false)?
      .finish();
     Ok(())
   }
@@ -4215,6 +4769,7 @@ pub struct DiskArgs<'a> {
     pub inodes_total: u64,
     pub inodes_free: u64,
     pub inodes_used: u64,
+    pub mode: Option<::flatbuffers::WIPOffset<&'a str>>,
 }
 impl<'a> Default for DiskArgs<'a> {
   #[inline]
@@ -4229,6 +4784,7 @@ impl<'a> Default for DiskArgs<'a> {
       inodes_total: 0,
       inodes_free: 0,
       inodes_used: 0,
+      mode: None,
     }
   }
 }
@@ -4275,6 +4831,10 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> DiskBuilder<'a, 'b, A> {
     self.fbb_.push_slot::<u64>(Disk::VT_INODES_USED, inodes_used, 0);
   }
   #[inline]
+  pub fn add_mode(&mut self, mode: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Disk::VT_MODE, mode);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> DiskBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     DiskBuilder {
@@ -4301,6 +4861,7 @@ impl ::core::fmt::Debug for Disk<'_> {
       ds.field("inodes_total", &self.inodes_total());
       ds.field("inodes_free", &self.inodes_free());
       ds.field("inodes_used", &self.inodes_used());
+      ds.field("mode", &self.mode());
       ds.finish()
   }
 }
@@ -4418,6 +4979,290 @@ impl ::core::fmt::Debug for Temp<'_> {
       ds.finish()
   }
 }
+pub enum ProcessesOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// Telegraf `processes` (release 0.2): tasks by state from /proc/[pid]/stat.
+pub struct Processes<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for Processes<'a> {
+  type Inner = Processes<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> Processes<'a> {
+  pub const VT_BLOCKED: ::flatbuffers::VOffsetT = 4;
+  pub const VT_RUNNING: ::flatbuffers::VOffsetT = 6;
+  pub const VT_SLEEPING: ::flatbuffers::VOffsetT = 8;
+  pub const VT_STOPPED: ::flatbuffers::VOffsetT = 10;
+  pub const VT_ZOMBIES: ::flatbuffers::VOffsetT = 12;
+  pub const VT_DEAD: ::flatbuffers::VOffsetT = 14;
+  pub const VT_IDLE: ::flatbuffers::VOffsetT = 16;
+  pub const VT_PAGING: ::flatbuffers::VOffsetT = 18;
+  pub const VT_PARKED: ::flatbuffers::VOffsetT = 20;
+  pub const VT_UNKNOWN: ::flatbuffers::VOffsetT = 22;
+  pub const VT_TOTAL: ::flatbuffers::VOffsetT = 24;
+  pub const VT_TOTAL_THREADS: ::flatbuffers::VOffsetT = 26;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    Processes { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args ProcessesArgs
+  ) -> ::flatbuffers::WIPOffset<Processes<'bldr>> {
+    let mut builder = ProcessesBuilder::new(_fbb);
+    builder.add_total_threads(args.total_threads);
+    builder.add_total(args.total);
+    builder.add_unknown(args.unknown);
+    builder.add_parked(args.parked);
+    builder.add_paging(args.paging);
+    builder.add_idle(args.idle);
+    builder.add_dead(args.dead);
+    builder.add_zombies(args.zombies);
+    builder.add_stopped(args.stopped);
+    builder.add_sleeping(args.sleeping);
+    builder.add_running(args.running);
+    builder.add_blocked(args.blocked);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn blocked(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(Processes::VT_BLOCKED, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn running(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(Processes::VT_RUNNING, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn sleeping(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(Processes::VT_SLEEPING, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn stopped(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(Processes::VT_STOPPED, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn zombies(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(Processes::VT_ZOMBIES, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn dead(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(Processes::VT_DEAD, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn idle(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(Processes::VT_IDLE, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn paging(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(Processes::VT_PAGING, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn parked(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(Processes::VT_PARKED, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn unknown(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(Processes::VT_UNKNOWN, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn total(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(Processes::VT_TOTAL, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn total_threads(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(Processes::VT_TOTAL_THREADS, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for Processes<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u32>("blocked", Self::VT_BLOCKED, false)?
+     .visit_field::<u32>("running", Self::VT_RUNNING, false)?
+     .visit_field::<u32>("sleeping", Self::VT_SLEEPING, false)?
+     .visit_field::<u32>("stopped", Self::VT_STOPPED, false)?
+     .visit_field::<u32>("zombies", Self::VT_ZOMBIES, false)?
+     .visit_field::<u32>("dead", Self::VT_DEAD, false)?
+     .visit_field::<u32>("idle", Self::VT_IDLE, false)?
+     .visit_field::<u32>("paging", Self::VT_PAGING, false)?
+     .visit_field::<u32>("parked", Self::VT_PARKED, false)?
+     .visit_field::<u32>("unknown", Self::VT_UNKNOWN, false)?
+     .visit_field::<u32>("total", Self::VT_TOTAL, false)?
+     .visit_field::<u64>("total_threads", Self::VT_TOTAL_THREADS, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct ProcessesArgs {
+    pub blocked: u32,
+    pub running: u32,
+    pub sleeping: u32,
+    pub stopped: u32,
+    pub zombies: u32,
+    pub dead: u32,
+    pub idle: u32,
+    pub paging: u32,
+    pub parked: u32,
+    pub unknown: u32,
+    pub total: u32,
+    pub total_threads: u64,
+}
+impl<'a> Default for ProcessesArgs {
+  #[inline]
+  fn default() -> Self {
+    ProcessesArgs {
+      blocked: 0,
+      running: 0,
+      sleeping: 0,
+      stopped: 0,
+      zombies: 0,
+      dead: 0,
+      idle: 0,
+      paging: 0,
+      parked: 0,
+      unknown: 0,
+      total: 0,
+      total_threads: 0,
+    }
+  }
+}
+
+pub struct ProcessesBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ProcessesBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_blocked(&mut self, blocked: u32) {
+    self.fbb_.push_slot::<u32>(Processes::VT_BLOCKED, blocked, 0);
+  }
+  #[inline]
+  pub fn add_running(&mut self, running: u32) {
+    self.fbb_.push_slot::<u32>(Processes::VT_RUNNING, running, 0);
+  }
+  #[inline]
+  pub fn add_sleeping(&mut self, sleeping: u32) {
+    self.fbb_.push_slot::<u32>(Processes::VT_SLEEPING, sleeping, 0);
+  }
+  #[inline]
+  pub fn add_stopped(&mut self, stopped: u32) {
+    self.fbb_.push_slot::<u32>(Processes::VT_STOPPED, stopped, 0);
+  }
+  #[inline]
+  pub fn add_zombies(&mut self, zombies: u32) {
+    self.fbb_.push_slot::<u32>(Processes::VT_ZOMBIES, zombies, 0);
+  }
+  #[inline]
+  pub fn add_dead(&mut self, dead: u32) {
+    self.fbb_.push_slot::<u32>(Processes::VT_DEAD, dead, 0);
+  }
+  #[inline]
+  pub fn add_idle(&mut self, idle: u32) {
+    self.fbb_.push_slot::<u32>(Processes::VT_IDLE, idle, 0);
+  }
+  #[inline]
+  pub fn add_paging(&mut self, paging: u32) {
+    self.fbb_.push_slot::<u32>(Processes::VT_PAGING, paging, 0);
+  }
+  #[inline]
+  pub fn add_parked(&mut self, parked: u32) {
+    self.fbb_.push_slot::<u32>(Processes::VT_PARKED, parked, 0);
+  }
+  #[inline]
+  pub fn add_unknown(&mut self, unknown: u32) {
+    self.fbb_.push_slot::<u32>(Processes::VT_UNKNOWN, unknown, 0);
+  }
+  #[inline]
+  pub fn add_total(&mut self, total: u32) {
+    self.fbb_.push_slot::<u32>(Processes::VT_TOTAL, total, 0);
+  }
+  #[inline]
+  pub fn add_total_threads(&mut self, total_threads: u64) {
+    self.fbb_.push_slot::<u64>(Processes::VT_TOTAL_THREADS, total_threads, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> ProcessesBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    ProcessesBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<Processes<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for Processes<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("Processes");
+      ds.field("blocked", &self.blocked());
+      ds.field("running", &self.running());
+      ds.field("sleeping", &self.sleeping());
+      ds.field("stopped", &self.stopped());
+      ds.field("zombies", &self.zombies());
+      ds.field("dead", &self.dead());
+      ds.field("idle", &self.idle());
+      ds.field("paging", &self.paging());
+      ds.field("parked", &self.parked());
+      ds.field("unknown", &self.unknown());
+      ds.field("total", &self.total());
+      ds.field("total_threads", &self.total_threads());
+      ds.finish()
+  }
+}
 pub enum HealthOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -4445,6 +5290,7 @@ impl<'a> Health<'a> {
   pub const VT_MEMORY_BATCHES: ::flatbuffers::VOffsetT = 18;
   pub const VT_DEAD_LETTER_BATCHES: ::flatbuffers::VOffsetT = 20;
   pub const VT_DROPPED_SNAPSHOTS: ::flatbuffers::VOffsetT = 22;
+  pub const VT_AGENT_VERSION: ::flatbuffers::VOffsetT = 24;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -4453,7 +5299,7 @@ impl<'a> Health<'a> {
   #[allow(unused_mut)]
   pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
     _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
-    args: &'args HealthArgs
+    args: &'args HealthArgs<'args>
   ) -> ::flatbuffers::WIPOffset<Health<'bldr>> {
     let mut builder = HealthBuilder::new(_fbb);
     builder.add_dropped_snapshots(args.dropped_snapshots);
@@ -4465,6 +5311,7 @@ impl<'a> Health<'a> {
     builder.add_dropped_batches(args.dropped_batches);
     builder.add_buffered_bytes(args.buffered_bytes);
     builder.add_buffered_batches(args.buffered_batches);
+    if let Some(x) = args.agent_version { builder.add_agent_version(x); }
     builder.add_buffer_state(args.buffer_state);
     builder.finish()
   }
@@ -4540,6 +5387,13 @@ impl<'a> Health<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<u64>(Health::VT_DROPPED_SNAPSHOTS, Some(0)).unwrap()}
   }
+  #[inline]
+  pub fn agent_version(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(Health::VT_AGENT_VERSION, None)}
+  }
 }
 
 impl ::flatbuffers::Verifiable for Health<'_> {
@@ -4558,11 +5412,12 @@ impl ::flatbuffers::Verifiable for Health<'_> {
      .visit_field::<u64>("memory_batches", Self::VT_MEMORY_BATCHES, false)?
      .visit_field::<u64>("dead_letter_batches", Self::VT_DEAD_LETTER_BATCHES, false)?
      .visit_field::<u64>("dropped_snapshots", Self::VT_DROPPED_SNAPSHOTS, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("agent_version", Self::VT_AGENT_VERSION, false)?
      .finish();
     Ok(())
   }
 }
-pub struct HealthArgs {
+pub struct HealthArgs<'a> {
     pub buffered_batches: u64,
     pub buffered_bytes: u64,
     pub dropped_batches: u64,
@@ -4573,8 +5428,9 @@ pub struct HealthArgs {
     pub memory_batches: u64,
     pub dead_letter_batches: u64,
     pub dropped_snapshots: u64,
+    pub agent_version: Option<::flatbuffers::WIPOffset<&'a str>>,
 }
-impl<'a> Default for HealthArgs {
+impl<'a> Default for HealthArgs<'a> {
   #[inline]
   fn default() -> Self {
     HealthArgs {
@@ -4588,6 +5444,7 @@ impl<'a> Default for HealthArgs {
       memory_batches: 0,
       dead_letter_batches: 0,
       dropped_snapshots: 0,
+      agent_version: None,
     }
   }
 }
@@ -4638,6 +5495,10 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> HealthBuilder<'a, 'b, A> {
     self.fbb_.push_slot::<u64>(Health::VT_DROPPED_SNAPSHOTS, dropped_snapshots, 0);
   }
   #[inline]
+  pub fn add_agent_version(&mut self, agent_version: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Health::VT_AGENT_VERSION, agent_version);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> HealthBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     HealthBuilder {
@@ -4665,6 +5526,7 @@ impl ::core::fmt::Debug for Health<'_> {
       ds.field("memory_batches", &self.memory_batches());
       ds.field("dead_letter_batches", &self.dead_letter_batches());
       ds.field("dropped_snapshots", &self.dropped_snapshots());
+      ds.field("agent_version", &self.agent_version());
       ds.finish()
   }
 }
