@@ -3,6 +3,7 @@
 //! # Layout
 //! - [`influx`]: a real InfluxDB 1.x on loopback ports, stoppable for outage tests.
 //! - [`tmp`]: temporary directories removed on drop.
+//! - [`pki`]: a CA and factory certificates (good and bad) made by the test, as PEM files.
 //! - [`poll`]: waiting for a condition, free ports.
 //! - [`process`]: child processes killed and reaped on drop, with their output in files.
 //! - [`proxy`]: a loopback TCP proxy the test can cut and restore.
@@ -14,6 +15,7 @@
 
 pub mod harness;
 pub mod influx;
+pub mod pki;
 pub mod poll;
 pub mod process;
 pub mod proxy;

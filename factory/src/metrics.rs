@@ -32,11 +32,15 @@ pub enum Reason {
     IdleTimeout,
     /// The factory is shutting down.
     ShuttingDown,
+    /// The TLS handshake failed, or a TLS client reached a listener without TLS.
+    TlsHandshake,
+    /// A plain agent where `require_tls` is set.
+    TlsRequired,
 }
 
 impl Reason {
     /// Every reason, in label order.
-    pub const ALL: [Reason; 13] = [
+    pub const ALL: [Reason; 15] = [
         Reason::WsHandshake,
         Reason::HandshakeTimeout,
         Reason::TextFrame,
@@ -50,6 +54,8 @@ impl Reason {
         Reason::Replaced,
         Reason::IdleTimeout,
         Reason::ShuttingDown,
+        Reason::TlsHandshake,
+        Reason::TlsRequired,
     ];
 
     /// The Prometheus label value.
@@ -68,6 +74,8 @@ impl Reason {
             Reason::Replaced => "replaced",
             Reason::IdleTimeout => "idle_timeout",
             Reason::ShuttingDown => "shutting_down",
+            Reason::TlsHandshake => "tls_handshake",
+            Reason::TlsRequired => "tls_required",
         }
     }
 
@@ -105,7 +113,7 @@ pub struct Metrics {
     pub sink_retries: AtomicU64,
     /// Points the sink refused as poison (InfluxDB 400) and dropped.
     pub points_dropped_by_sink: AtomicU64,
-    rejected: [AtomicU64; 13],
+    rejected: [AtomicU64; Reason::ALL.len()],
 }
 
 impl Metrics {

@@ -5,7 +5,8 @@
 //! # Layout
 //! - [`config`]: the agent's JSON config file (server, data_dir, token, region, zone, hostname).
 //! - [`state`]: identity and last Config kept in `data_dir`, written atomically.
-//! - [`transport`]: resolve, TCP connect, websocket handshake, with timeouts and size limits.
+//! - [`transport`]: resolve, TCP connect, TLS (`wss://`, see `tls`), websocket handshake, with
+//!   timeouts and size limits.
 //! - [`schedule`]: the collection thread: per-kind periods, one Batch per push interval.
 //! - [`session`]: the state machine: Hello, Welcome or Reject, send window, acks, keepalive,
 //!   reconnect with [`backoff`], give-up, shutdown.
@@ -21,6 +22,8 @@ pub mod schedule;
 pub mod session;
 pub mod signals;
 pub mod state;
+#[cfg(feature = "tls")]
+pub mod tls;
 pub mod transport;
 
 pub use config::{AgentConfig, ConfigError, Server};
