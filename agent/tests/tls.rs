@@ -202,11 +202,13 @@ fn good_certificate_connects_and_delivers_with_and_without_pin() {
         Some(&pki.good),
         true,
     );
-    // The name is checked: `localhost` is in the certificate, and so is 127.0.0.1.
+    // The name is checked: `localhost` is in the certificate, and so is 127.0.0.1. Two pins,
+    // as during a key rotation: the next key's and the current one's.
+    let pins = format!("{}, {}", pki.renewed.spki_sha256, pki.good.spki_sha256);
     let pinned = agent(
         &dir.0,
         &format!("wss://localhost:{}", addr.port()),
-        &trust(&pki, Some(&pki.good.spki_sha256)),
+        &trust(&pki, Some(&pins)),
     );
     wait_for("a batch acknowledged over wss://", DELIVERY, || {
         factory.acks() >= 1

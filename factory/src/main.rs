@@ -187,8 +187,8 @@ fn run(flags: RunFlags) -> ExitCode {
     // What agents must put in `server`: both schemes are served when TLS is on, unless required.
     let schemes = match (&cfg.tls, cfg.require_tls) {
         (None, _) => "ws",
-        (Some(_), false) => "wss and ws",
-        (Some(_), true) => "wss (require_tls)",
+        (Some(_), false) => "plain ws:// too: require_tls is off",
+        (Some(_), true) => "TLS required",
     };
     let factory = match Factory::open(Settings {
         config: cfg,

@@ -152,8 +152,9 @@ impl fmt::Display for Server {
 pub struct Trust {
     /// PEM bundle of the CA certificates that may sign the factory's certificate.
     pub ca_file: PathBuf,
-    /// SHA-256 of the factory certificate's SubjectPublicKeyInfo (DER), when pinned.
-    pub pin_sha256: Option<[u8; 32]>,
+    /// SHA-256s of the factory certificate's SubjectPublicKeyInfo (DER) any one of which it
+    /// must show; empty = not pinned. More than one lets a key rotation be rolled out.
+    pub pin_sha256: Vec<[u8; 32]>,
 }
 
 /// Parses `pin_sha256`: 64 hex digits, or 44 characters of standard base64 (what
@@ -259,9 +260,13 @@ impl AgentConfig {
     /// Parses and validates config text; the error is one line naming the problem.
     pub fn parse(text: &str) -> Result<AgentConfig, String> {
         let raw = parse_raw(text)?;
+        // One pin, or several separated by commas (the current key and the next one).
         let pin_sha256 = match &raw.pin_sha256 {
-            Some(p) => Some(parse_pin(p).map_err(|e| format!("`pin_sha256` {e}"))?),
-            None => None,
+            Some(p) => p
+                .split(',')
+                .map(|one| parse_pin(one).map_err(|e| format!("`pin_sha256` {e}")))
+                .collect::<Result<Vec<_>, _>>()?,
+            None => Vec::new(),
         };
         let trust = match (raw.ca_file, pin_sha256) {
             (Some(f), pin_sha256) if !f.trim().is_empty() => Some(Trust {
@@ -269,14 +274,14 @@ impl AgentConfig {
                 pin_sha256,
             }),
             (Some(_), _) => return Err("`ca_file` is empty".into()),
-            (None, Some(_)) => {
+            (None, pins) if !pins.is_empty() => {
                 return Err(
                     "`pin_sha256` needs `ca_file` and a wss:// server (the pin is checked \
                             on top of the CA, never instead of it)"
                         .into(),
                 )
             }
-            (None, None) => None,
+            (None, _) => None,
         };
         let server = match raw.server {
             Some(s) => Server::parse(&s, trust).map_err(|e| format!("`server` {e}"))?,
@@ -423,14 +428,21 @@ mod tests {
 
     #[test]
     fn wss_takes_ca_file_and_pin() {
-        let text = r#"{"server": "wss://factory.lan/", "data_dir": "/d", "ca_file": "/etc/autofact/ca.pem",
-                       "pin_sha256": "AAcOFRwjKjE4P0ZNVFtiaXB3foWMk5qhqK+2vcTL0tk="}"#;
+        let other = "ff".repeat(32);
+        let text = format!(
+            r#"{{"server": "wss://factory.lan/", "data_dir": "/d", "ca_file": "/etc/autofact/ca.pem",
+                 "pin_sha256": "AAcOFRwjKjE4P0ZNVFtiaXB3foWMk5qhqK+2vcTL0tk=, {other}"}}"#
+        );
+        let text = text.as_str();
         match AgentConfig::parse(text) {
             Ok(c) if cfg!(feature = "tls") => {
                 assert_eq!(c.server.url(), "wss://factory.lan:8675/");
                 let t = c.server.tls.unwrap_or_else(|| panic!("no trust"));
                 assert_eq!(t.ca_file, PathBuf::from("/etc/autofact/ca.pem"));
-                assert_eq!(t.pin_sha256, Some(std::array::from_fn(|i| i as u8 * 7)));
+                assert_eq!(
+                    t.pin_sha256,
+                    vec![std::array::from_fn(|i| i as u8 * 7), [0xff; 32]]
+                );
             }
             Ok(c) => panic!("parsed without the tls feature: {c:?}"),
             Err(e) => assert!(

@@ -54,7 +54,7 @@ pub fn client_config(trust: &Trust) -> Result<Arc<ClientConfig>, String> {
         .map_err(|e| format!("{}: {e}", trust.ca_file.display()))?;
     let verifier = Arc::new(Verifier {
         webpki,
-        pin: trust.pin_sha256,
+        pin: trust.pin_sha256.clone(),
         provider: provider.clone(),
     });
     // TLS 1.3 only: the factory is ours and speaks it, and TLS 1.2 code would cost size.
@@ -77,7 +77,7 @@ pub fn server_name(host: &str) -> Result<ServerName<'static>, String> {
 #[derive(Debug)]
 struct Verifier {
     webpki: Arc<WebPkiServerVerifier>,
-    pin: Option<[u8; 32]>,
+    pin: Vec<[u8; 32]>,
     provider: Arc<CryptoProvider>,
 }
 
@@ -129,9 +129,9 @@ impl ServerCertVerifier for Verifier {
             ocsp_response,
             now,
         )?;
-        if let Some(pin) = self.pin {
+        if !self.pin.is_empty() {
             let got = spki_sha256(end_entity)?;
-            if got != pin {
+            if !self.pin.contains(&got) {
                 return Err(rustls::Error::InvalidCertificate(CertificateError::Other(
                     OtherError(Arc::new(PinMismatch { got })),
                 )));
