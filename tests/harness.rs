@@ -114,6 +114,21 @@ pub struct FactorySpec {
     pub buffer_cap_bytes: u64,
     /// The `limits` object's members, as JSON text without braces (empty: defaults).
     pub limits: String,
+    /// TLS on the agent listener (`tls` and `require_tls`); `None` = plain.
+    pub tls: Option<FactoryTls>,
+    /// The sink's `ca_file`, for an https InfluxDB URL.
+    pub sink_ca_file: Option<PathBuf>,
+}
+
+/// The factory's `tls` section and `require_tls`.
+#[derive(Debug, Clone)]
+pub struct FactoryTls {
+    /// Certificate chain, PEM.
+    pub cert_file: PathBuf,
+    /// Private key, PEM.
+    pub key_file: PathBuf,
+    /// Refuse plain agents.
+    pub require_tls: bool,
 }
 
 impl Default for FactorySpec {
@@ -124,6 +139,8 @@ impl Default for FactorySpec {
             ping_interval_ms: 1000,
             buffer_cap_bytes: 64 * 1024 * 1024,
             limits: String::new(),
+            tls: None,
+            sink_ca_file: None,
         }
     }
 }
@@ -297,14 +314,28 @@ fn factory_config(
     s: &FactorySpec,
 ) -> String {
     let p = s.period_ms;
+    let tls = match &s.tls {
+        Some(t) => format!(
+            r#""tls": {{ "cert_file": "{}", "key_file": "{}" }}, "require_tls": {},"#,
+            t.cert_file.display(),
+            t.key_file.display(),
+            t.require_tls
+        ),
+        None => String::new(),
+    };
+    let sink_ca = match &s.sink_ca_file {
+        Some(f) => format!(r#", "ca_file": "{}""#, f.display()),
+        None => String::new(),
+    };
     format!(
         r#"{{
   "listen": "{listen}",
   "admin_listen": "{admin}",
   "data_dir": "{data}",
   "token": "{TOKEN}",
+  {tls}
   "sink": {{ "kind": "influxdb", "url": "{influx_url}", "database": "{DB}", "create_database": true,
-            "timeout_ms": 5000 }},
+            "timeout_ms": 5000{sink_ca} }},
   "defaults": {{
     "periods": {{ "cpu_ms": {p}, "kernel_ms": {p}, "mem_ms": {p}, "swap_ms": {p}, "system_ms": {p},
                  "net_ms": {p}, "diskio_ms": {p}, "disk_ms": {p}, "temp_ms": {p}, "health_ms": {p} }},
@@ -343,6 +374,17 @@ pub struct AgentSpec {
     pub region: String,
     /// `zone` tag (may be empty).
     pub zone: String,
+    /// `wss://localhost:PORT` with this `ca_file` (and `pin_sha256`); `None` = plain `ws`.
+    pub tls: Option<AgentTls>,
+}
+
+/// What a `wss://` agent trusts.
+#[derive(Debug, Clone)]
+pub struct AgentTls {
+    /// The CA bundle, PEM.
+    pub ca_file: PathBuf,
+    /// `pin_sha256` when set.
+    pub pin_sha256: Option<String>,
 }
 
 impl AgentSpec {
@@ -352,6 +394,7 @@ impl AgentSpec {
             hostname: hostname.into(),
             region: region.into(),
             zone: String::new(),
+            tls: None,
         }
     }
 }
@@ -370,9 +413,24 @@ impl Agent {
     pub fn launch(dir: &Path, server: SocketAddr, spec: &AgentSpec) -> Agent {
         let name = spec.hostname.clone();
         let config = dir.join(format!("{name}.json"));
+        // The certificate names `localhost`: a wss:// agent uses that name, checked by TLS.
+        let (server, trust) = match &spec.tls {
+            Some(t) => (
+                format!("wss://localhost:{}", server.port()),
+                format!(
+                    r#", "ca_file": "{}"{}"#,
+                    t.ca_file.display(),
+                    t.pin_sha256
+                        .as_ref()
+                        .map(|p| format!(r#", "pin_sha256": "{p}""#))
+                        .unwrap_or_default()
+                ),
+            ),
+            None => (server.to_string(), String::new()),
+        };
         let text = format!(
             r#"{{ "server": "{server}", "data_dir": "{data}", "token": "{TOKEN}",
-  "region": "{region}", "zone": "{zone}", "hostname": "{name}" }}
+  "region": "{region}", "zone": "{zone}", "hostname": "{name}"{trust} }}
 "#,
             data = dir.join(format!("{name}-data")).display(),
             region = spec.region,

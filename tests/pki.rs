@@ -1,6 +1,7 @@
 //! A test PKI made by the test itself (rcgen): a CA, a factory certificate for `localhost` and
 //! `127.0.0.1` signed by it, and the bad variants the TLS tests need (another CA, another name,
-//! expired), each written as PEM files into a directory.
+//! expired, an ECDSA key), each written as PEM files into a directory. Keys are Ed25519, as the
+//! README's openssl commands make them (the agent verifies Ed25519 and RSA, not ECDSA).
 
 use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, PublicKeyData,
@@ -46,13 +47,15 @@ pub struct Pki {
     pub other_signed: ServerFiles,
     /// Same CA and names as `good`, another key (a renewal): valid, but not the pinned key.
     pub renewed: ServerFiles,
+    /// Same CA and names, but an ECDSA P-256 key (which the agent does not take).
+    pub ecdsa: ServerFiles,
 }
 
 fn ca(name: &str) -> Result<CertifiedIssuer<'static, KeyPair>, rcgen::Error> {
     let mut params = CertificateParams::new(Vec::<String>::new())?;
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     params.distinguished_name.push(DnType::CommonName, name);
-    CertifiedIssuer::self_signed(params, KeyPair::generate()?)
+    CertifiedIssuer::self_signed(params, KeyPair::generate_for(&rcgen::PKCS_ED25519)?)
 }
 
 fn server(
@@ -62,7 +65,18 @@ fn server(
     issuer: &CertifiedIssuer<'static, KeyPair>,
     expired: bool,
 ) -> Result<ServerFiles, String> {
-    let key = KeyPair::generate().map_err(|e| e.to_string())?;
+    server_with(dir, file, names, issuer, expired, &rcgen::PKCS_ED25519)
+}
+
+fn server_with(
+    dir: &Path,
+    file: &str,
+    names: &[&str],
+    issuer: &CertifiedIssuer<'static, KeyPair>,
+    expired: bool,
+    alg: &'static rcgen::SignatureAlgorithm,
+) -> Result<ServerFiles, String> {
+    let key = KeyPair::generate_for(alg).map_err(|e| e.to_string())?;
     let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
     let mut params = CertificateParams::new(names).map_err(|e| e.to_string())?;
     params
@@ -110,6 +124,14 @@ impl Pki {
             expired: server(dir, "expired", &names, &ca_main, true)?,
             other_signed: server(dir, "other-signed", &names, &ca_other, false)?,
             renewed: server(dir, "renewed", &names, &ca_main, false)?,
+            ecdsa: server_with(
+                dir,
+                "ecdsa",
+                &names,
+                &ca_main,
+                false,
+                &rcgen::PKCS_ECDSA_P256_SHA256,
+            )?,
         };
         write(&pki.ca, &ca_main.pem())?;
         write(&pki.other_ca, &ca_other.pem())?;

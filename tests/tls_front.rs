@@ -112,6 +112,24 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
 
+/// A whole HTTP answer: 204, Content-Length, or chunked framing.
+fn answer_complete(raw: &[u8]) -> bool {
+    let Some(end) = find(raw, b"\r\n\r\n") else {
+        return false;
+    };
+    let head = String::from_utf8_lossy(&raw[..end]).to_ascii_lowercase();
+    if head.starts_with("http/1.1 204") || head.starts_with("http/1.0 204") {
+        return true;
+    }
+    if head.contains("transfer-encoding: chunked") {
+        return raw.ends_with(b"0\r\n\r\n");
+    }
+    head.lines()
+        .filter_map(|l| l.strip_prefix("content-length:"))
+        .find_map(|v| v.trim().parse::<usize>().ok())
+        .is_some_and(|n| raw.len() >= end + 4 + n)
+}
+
 fn serve(
     tcp: TcpStream,
     config: Arc<rustls::ServerConfig>,
@@ -160,11 +178,15 @@ fn serve(
                 .set_read_timeout(Some(Duration::from_secs(30)))
                 .map_err(|e| e.to_string())?;
             plain.write_all(&raw).map_err(|e| e.to_string())?;
+            // The upstream keeps the connection alive: the answer ends by its framing.
             let mut answer = Vec::new();
-            plain
-                .read_to_end(&mut answer)
-                .map_err(|e| format!("upstream: {e}"))?;
-            answer
+            loop {
+                let n = plain.read(&mut buf).map_err(|e| format!("upstream: {e}"))?;
+                answer.extend_from_slice(&buf[..n]);
+                if n == 0 || answer_complete(&answer) {
+                    break answer;
+                }
+            }
         }
         None => {
             b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_vec()

@@ -81,11 +81,18 @@ fn a_store_from_another_ca_is_retried_and_never_acknowledged() {
     );
     assert_eq!(metrics.points_written.load(Ordering::Relaxed), 0);
     assert!(front.seen().is_empty(), "no request crossed a refused link");
-    assert!(
-        front.failed().iter().any(|e| e.contains("UnknownCA")),
-        "the sink refused the certificate: {:?}",
-        front.failed()
-    );
+    wait_for(
+        "the endpoint to see the refusal",
+        Duration::from_secs(60),
+        || {
+            front
+                .failed()
+                .iter()
+                .any(|e| e.contains("UnknownCA"))
+                .then_some(())
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}: {:?}", front.failed()));
     sink.shutdown();
 }
 

@@ -10,6 +10,7 @@
 mod bad_input;
 mod faults;
 mod happy;
+mod tls;
 
 use autofact_tests::harness::{
     check_series, now_ns, wait_series_until, Agent, AgentSpec, Factory, FactorySpec, SeriesReport,

@@ -9,7 +9,9 @@
 use super::config::{hex, Trust};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::WebPkiServerVerifier;
-use rustls::crypto::CryptoProvider;
+use rustls::crypto::{
+    CryptoProvider, GetRandomFailed, KeyProvider, SecureRandom, WebPkiSupportedAlgorithms,
+};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{
@@ -43,11 +45,7 @@ pub fn load_roots(path: &Path) -> Result<RootCertStore, String> {
 /// The rustls client config for `trust`. Built for each connection, so a CA bundle replaced on
 /// disk is used from the next reconnect on.
 pub fn client_config(trust: &Trust) -> Result<Arc<ClientConfig>, String> {
-    // ring, as issue 17 asks: it cross-compiles to musl without cmake. rustls 0.23.48 deprecates
-    // this provider only because ring has no post-quantum key exchange (aws-lc-rs does, but
-    // needs cmake and costs several hundred kB); X25519 and the NIST curves remain.
-    #[allow(deprecated)]
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = Arc::new(provider());
     let roots = load_roots(&trust.ca_file)?;
     let webpki = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
         .build()
@@ -65,6 +63,77 @@ pub fn client_config(trust: &Trust) -> Result<Arc<ClientConfig>, String> {
         .with_custom_certificate_verifier(verifier)
         .with_no_client_auth();
     Ok(Arc::new(config))
+}
+
+/// The agent's crypto: ring (issue 17: it cross-compiles to musl without cmake), cut to what
+/// talking to our own factory needs, because every algorithm costs binary size on the board
+/// (vendor-notes/rustls.md has the figures). rustls's ready-made ring provider links all of
+/// them (and is deprecated in 0.23.48 only for lacking post-quantum key exchange, which ring
+/// does not have). The factory is rustls with every default suite, so it always finds these:
+/// - TLS 1.3 with ChaCha20-Poly1305 only: fast without AES instructions, which the
+///   Raspberry Pi 3/4 lack;
+/// - X25519 key exchange;
+/// - certificates and handshake signatures in Ed25519 (what the README's openssl commands
+///   make) and RSA with SHA-256 (PKCS#1 for CA signatures, PSS for the handshake). ECDSA is
+///   left out on purpose: ring verifies P-256 with a 148 KiB precomputed table, more than all
+///   of rustls, and would take the aarch64 build past its 1.25 MiB goal. An ECDSA key or chain
+///   is refused with a line saying which algorithms the agent takes.
+pub fn provider() -> CryptoProvider {
+    use rustls::crypto::ring::{cipher_suite, kx_group};
+    CryptoProvider {
+        cipher_suites: vec![cipher_suite::TLS13_CHACHA20_POLY1305_SHA256],
+        kx_groups: vec![kx_group::X25519],
+        signature_verification_algorithms: SIG_ALGS,
+        secure_random: &Random,
+        key_provider: &NoKeys,
+    }
+}
+
+static SIG_ALGS: WebPkiSupportedAlgorithms = WebPkiSupportedAlgorithms {
+    all: &[
+        webpki::ring::ED25519,
+        webpki::ring::RSA_PKCS1_2048_8192_SHA256,
+        webpki::ring::RSA_PSS_2048_8192_SHA256_LEGACY_KEY,
+    ],
+    mapping: &[
+        (SignatureScheme::ED25519, &[webpki::ring::ED25519]),
+        (
+            SignatureScheme::RSA_PSS_SHA256,
+            &[webpki::ring::RSA_PSS_2048_8192_SHA256_LEGACY_KEY],
+        ),
+        (
+            SignatureScheme::RSA_PKCS1_SHA256,
+            &[webpki::ring::RSA_PKCS1_2048_8192_SHA256],
+        ),
+    ],
+};
+
+/// The kernel's random numbers through ring (rustls's own ring `SecureRandom` is private).
+#[derive(Debug)]
+struct Random;
+
+impl SecureRandom for Random {
+    fn fill(&self, buf: &mut [u8]) -> Result<(), GetRandomFailed> {
+        use ring::rand::SecureRandom as _;
+        ring::rand::SystemRandom::new()
+            .fill(buf)
+            .map_err(|_| GetRandomFailed)
+    }
+}
+
+/// The agent presents no certificate, so it never loads a private key.
+#[derive(Debug)]
+struct NoKeys;
+
+impl KeyProvider for NoKeys {
+    fn load_private_key(
+        &self,
+        _key: rustls::pki_types::PrivateKeyDer<'static>,
+    ) -> Result<Arc<dyn rustls::sign::SigningKey>, rustls::Error> {
+        Err(rustls::Error::General(
+            "the agent loads no private key".into(),
+        ))
+    }
 }
 
 /// The server name checked against the factory's certificate (a DNS name or an IP address).
@@ -173,6 +242,9 @@ impl ServerCertVerifier for Verifier {
     }
 }
 
+/// The keys and signatures the agent verifies, for messages.
+const ALGORITHMS: &str = "Ed25519 or RSA keys and certificates, SHA-256, TLS 1.3";
+
 /// Why a handshake failed, in words an operator can act on, from the I/O error futures-rustls
 /// returns (a rustls error inside, or a plain I/O error when the peer hung up).
 pub fn describe(e: &io::Error, trust: &Trust, host: &str) -> String {
@@ -202,12 +274,24 @@ pub fn describe(e: &io::Error, trust: &Trust, host: &str) -> String {
             CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. } => format!(
                 "the factory's certificate is not valid yet: is this node's clock right? ({tls})"
             ),
+            CertificateError::UnsupportedSignatureAlgorithmContext { .. }
+            | CertificateError::UnsupportedSignatureAlgorithmForPublicKeyContext { .. } => {
+                format!(
+                    "the factory's certificate chain is signed with an algorithm this agent does \
+                     not take ({ALGORITHMS}): {tls}"
+                )
+            }
             CertificateError::Other(OtherError(o)) => match o.downcast_ref::<PinMismatch>() {
                 Some(p) => p.to_string(),
                 None => format!("the factory's certificate was refused ({tls})"),
             },
             _ => format!("the factory's certificate was refused ({tls})"),
         },
+        // The factory's rustls sends this when nothing the agent offers fits its key.
+        rustls::Error::AlertReceived(rustls::AlertDescription::HandshakeFailure) => format!(
+            "the factory found no algorithm in common with this agent (it takes {ALGORITHMS}; \
+             is the factory's key ECDSA?): {tls}"
+        ),
         rustls::Error::AlertReceived(a) => {
             format!("the factory refused the TLS handshake (alert {a:?})")
         }

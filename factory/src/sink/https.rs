@@ -3,9 +3,14 @@
 //!
 //! minreq 3.0.0's rustls support trusts only its compiled-in Mozilla roots and has no way to
 //! add a CA, so a store behind a private CA (the common case on a site) could not be reached
-//! through it. This writes the same request minreq would (`Connection: close`, a
-//! `Content-Length` body) and reads the answer into a [`Reply`] shaped like minreq's response,
-//! so the InfluxDB sink maps answers the same way for both schemes.
+//! through it. This writes the same request minreq would (a `Content-Length` body, no
+//! `Connection: close`) and reads the answer into a [`Reply`] shaped like minreq's response, so
+//! the InfluxDB sink maps answers the same way for both schemes.
+//!
+//! Why no `Connection: close`: InfluxDB answers some errors (404 database not found) without
+//! reading the body; with `close` it then closes a socket holding unread bytes, the kernel sends
+//! a reset, and the answer is lost. Without it the server drains the body to keep the
+//! connection, and we read the answer by its framing and hang up ourselves.
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
@@ -153,10 +158,7 @@ pub(crate) fn post(
     for (k, v) in headers {
         head.push_str(&format!("{k}: {v}\r\n"));
     }
-    head.push_str(&format!(
-        "Content-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    ));
+    head.push_str(&format!("Content-Length: {}\r\n\r\n", body.len()));
     // The handshake happens on the first write: its failures (certificate) show here.
     tls.write_all(head.as_bytes())
         .and_then(|()| tls.write_all(body))
@@ -216,17 +218,33 @@ fn describe(e: &io::Error) -> String {
     }
 }
 
-/// Whether `raw` holds a whole answer with a Content-Length (so there is no need to wait for
-/// the server to close).
+/// Whether `raw` holds a whole answer by its framing (the connection stays open: the server
+/// keeps it alive). An answer framed by the close only is complete when the server closes.
 fn complete(raw: &[u8]) -> bool {
     let Some(end) = find(raw, b"\r\n\r\n") else {
         return false;
     };
     let head = String::from_utf8_lossy(&raw[..end]);
-    head.lines()
-        .filter_map(|l| l.split_once(':'))
-        .find(|(k, _)| k.trim().eq_ignore_ascii_case("content-length"))
-        .and_then(|(_, v)| v.trim().parse::<usize>().ok())
+    let status = head.lines().next().unwrap_or_default();
+    if status
+        .split(' ')
+        .nth(1)
+        .is_some_and(|c| c == "204" || c == "304")
+    {
+        return true;
+    }
+    let header = |name: &str| {
+        head.lines()
+            .skip(1)
+            .filter_map(|l| l.split_once(':'))
+            .find(|(k, _)| k.trim().eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.trim().to_string())
+    };
+    if header("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked")) {
+        return raw[end + 4..].ends_with(b"0\r\n\r\n");
+    }
+    header("content-length")
+        .and_then(|v| v.parse::<usize>().ok())
         .is_some_and(|n| raw.len() >= end + 4 + n)
 }
 
@@ -342,6 +360,14 @@ mod tests {
             b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n"
         ));
         assert!(!complete(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nab"));
+        assert!(complete(b"HTTP/1.1 204 No Content\r\nDate: x\r\n\r\n"));
+        assert!(complete(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nab\r\n0\r\n\r\n"
+        ));
+        assert!(!complete(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nab\r\n"
+        ));
+        assert!(!complete(b"HTTP/1.1 200 OK\r\n\r\nuntil the close"));
     }
 
     #[test]
