@@ -903,6 +903,11 @@ mod tests {
         let c = FactoryConfig::parse(text, "autofactory.example.json").expect("valid example");
         assert_eq!(c.effective("eu", "").push_interval_ms, 30_000);
         assert!(c.sink_text.contains("influxdb") && !c.sink_text.contains("change-me"));
+        assert!(c.require_tls);
+        assert_eq!(
+            c.tls.map(|t| t.key_file),
+            Some(PathBuf::from("/etc/autofactory/factory.key"))
+        );
     }
 
     #[test]
