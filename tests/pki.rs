@@ -49,13 +49,30 @@ pub struct Pki {
     pub renewed: ServerFiles,
     /// Same CA and names, but an ECDSA P-256 key (which the agent does not take).
     pub ecdsa: ServerFiles,
+    /// An RSA CA (`rsa_ca`) and an RSA factory certificate it signed (PKCS#1 SHA-256), for
+    /// `localhost` and `127.0.0.1`: the other key type the agent takes.
+    pub rsa: ServerFiles,
+    /// The RSA CA's certificate.
+    pub rsa_ca: PathBuf,
+}
+
+/// Test-only RSA keys (ring cannot generate RSA keys; see tests/fixtures/README.md).
+const RSA_CA_KEY: &str = include_str!("fixtures/rsa-ca.key");
+const RSA_FACTORY_KEY: &str = include_str!("fixtures/rsa-factory.key");
+
+fn rsa_key(pem: &str) -> Result<KeyPair, String> {
+    KeyPair::from_pkcs8_pem_and_sign_algo(pem, &rcgen::PKCS_RSA_SHA256).map_err(|e| e.to_string())
 }
 
 fn ca(name: &str) -> Result<CertifiedIssuer<'static, KeyPair>, rcgen::Error> {
+    ca_with(name, KeyPair::generate_for(&rcgen::PKCS_ED25519)?)
+}
+
+fn ca_with(name: &str, key: KeyPair) -> Result<CertifiedIssuer<'static, KeyPair>, rcgen::Error> {
     let mut params = CertificateParams::new(Vec::<String>::new())?;
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     params.distinguished_name.push(DnType::CommonName, name);
-    CertifiedIssuer::self_signed(params, KeyPair::generate_for(&rcgen::PKCS_ED25519)?)
+    CertifiedIssuer::self_signed(params, key)
 }
 
 fn server(
@@ -77,6 +94,17 @@ fn server_with(
     alg: &'static rcgen::SignatureAlgorithm,
 ) -> Result<ServerFiles, String> {
     let key = KeyPair::generate_for(alg).map_err(|e| e.to_string())?;
+    signed(dir, file, names, issuer, expired, key)
+}
+
+fn signed(
+    dir: &Path,
+    file: &str,
+    names: &[&str],
+    issuer: &CertifiedIssuer<'static, KeyPair>,
+    expired: bool,
+    key: KeyPair,
+) -> Result<ServerFiles, String> {
     let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
     let mut params = CertificateParams::new(names).map_err(|e| e.to_string())?;
     params
@@ -115,6 +143,7 @@ impl Pki {
     pub fn create(dir: &Path) -> Result<Pki, String> {
         let ca_main = ca("autofact test CA").map_err(|e| e.to_string())?;
         let ca_other = ca("some other CA").map_err(|e| e.to_string())?;
+        let ca_rsa = ca_with("an RSA CA", rsa_key(RSA_CA_KEY)?).map_err(|e| e.to_string())?;
         let names = ["localhost", "127.0.0.1"];
         let pki = Pki {
             ca: dir.join("ca.pem"),
@@ -132,7 +161,17 @@ impl Pki {
                 false,
                 &rcgen::PKCS_ECDSA_P256_SHA256,
             )?,
+            rsa: signed(
+                dir,
+                "rsa",
+                &names,
+                &ca_rsa,
+                false,
+                rsa_key(RSA_FACTORY_KEY)?,
+            )?,
+            rsa_ca: dir.join("rsa-ca.pem"),
         };
+        write(&pki.rsa_ca, &ca_rsa.pem())?;
         write(&pki.ca, &ca_main.pem())?;
         write(&pki.other_ca, &ca_other.pem())?;
         Ok(pki)

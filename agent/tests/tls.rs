@@ -1,7 +1,7 @@
 //! Issue 17: the agent over `wss://` against the real factory (in-process, TLS listener, file
 //! sink), with a CA and certificates the test makes itself (tests/pki.rs).
 //!
-//! A good certificate (with or without a pin) connects and delivers. A wrong CA, a wrong name,
+//! A good certificate (Ed25519 or RSA, with or without a pin) connects and delivers. A wrong CA, a wrong name,
 //! an expired certificate, a pin mismatch and an ECDSA key (which the agent does not take) are
 //! each refused with one line naming the reason,
 //! retried with backoff while the data stays buffered, and delivered once the factory shows
@@ -235,6 +235,29 @@ fn good_certificate_connects_and_delivers_with_and_without_pin() {
         factory.acks() > acks
     });
     drop(by_ip);
+    factory.stop();
+}
+
+#[test]
+fn rsa_certificate_connects_and_delivers() {
+    // The other key type the agent takes: an RSA CA (PKCS#1 SHA-256 signature on the chain) and
+    // an RSA factory key (RSA-PSS in the TLS 1.3 handshake), pinned.
+    let dir = temp("tls-rsa");
+    let pki = Pki::create(&dir.0).unwrap_or_else(|e| panic!("{e}"));
+    let any: SocketAddr = "127.0.0.1:0".parse().unwrap_or_else(|e| panic!("{e}"));
+    let (factory, addr) = TestFactory::start(any, &dir.0, Some(&pki.rsa), true);
+    let trust = format!(
+        r#", "ca_file": "{}", "pin_sha256": "{}""#,
+        pki.rsa_ca.display(),
+        pki.rsa.spki_sha256
+    );
+    let agent = agent(&dir.0, &format!("wss://localhost:{}", addr.port()), &trust);
+    wait_for("a batch acknowledged over RSA", DELIVERY, || {
+        factory.acks() >= 1
+    });
+    let lines = agent.drain_lines();
+    assert!(!lines.iter().any(|l| l.contains("TLS")), "{lines:?}");
+    drop(agent);
     factory.stop();
 }
 
