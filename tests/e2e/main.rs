@@ -17,6 +17,7 @@ mod faults;
 mod happy;
 mod identity;
 mod scale_out;
+mod tls;
 mod victoria;
 
 use autofact_tests::harness::{
