@@ -433,6 +433,7 @@ fn direct(
             host: &host,
             region: "bench",
             zone: "",
+            ..Default::default()
         };
         points += write_snapshot(&mut body, &tags, &snapshot(base - 1_000_000_000, 0));
         if points >= DIRECT_BATCH_POINTS || h + 1 == hosts {
@@ -460,6 +461,7 @@ fn direct(
                         host: &host,
                         region: "bench",
                         zone: "",
+                        ..Default::default()
                     };
                     let snap = snapshot(base + round * 1_000_000_000, round as u64);
                     points += write_snapshot(&mut body, &tags, &snap);

@@ -45,6 +45,7 @@ fn submissions(points: usize, round: i64) -> Vec<(String, usize)> {
             host: &host,
             region: "eu-west",
             zone: "rack-3",
+            ..Default::default()
         };
         let mut lines = String::new();
         let mut p = 0;
@@ -98,6 +99,7 @@ fn bench_encoder() -> f64 {
         host: "node-0001",
         region: "eu-west",
         zone: "rack-3",
+        ..Default::default()
     };
     let mut out = String::with_capacity(1 << 20);
     let mut points = 0usize;

@@ -71,6 +71,12 @@ pub struct ClientView {
     pub clock_sync: String,
     /// The boot the agent last reported.
     pub boot_id: String,
+    /// Agent wall clock minus the factory's, milliseconds, as last estimated; null = unknown.
+    pub clock_offset_ms: Option<i64>,
+    /// Snapshots whose time the factory rebuilt.
+    pub snapshots_time_corrected: u64,
+    /// Snapshots that needed it but could not be rebuilt.
+    pub snapshots_time_uncorrectable: u64,
 }
 
 /// The `GET /clients` document.
@@ -108,6 +114,9 @@ impl Factory {
                 config_error: r.config_error,
                 clock_sync: r.clock_sync,
                 boot_id: r.boot_id,
+                clock_offset_ms: r.clock_offset_ms,
+                snapshots_time_corrected: r.snapshots_time_corrected,
+                snapshots_time_uncorrectable: r.snapshots_time_uncorrectable,
                 id: r.id,
                 hostname: r.hostname,
                 region: r.region,
@@ -378,11 +387,7 @@ fn rows(doc: &ClientsDoc) -> ([&'static str; 17], Vec<Vec<String>>) {
                     "unknown" => String::new(),
                     s => s.to_string(),
                 },
-                if c.clock_sync == "unknown" {
-                    String::new()
-                } else {
-                    c.clock_sync.clone()
-                },
+                clock_cell(c),
                 if c.connected { "yes" } else { "no" }.to_string(),
                 if c.last_seen == 0 {
                     String::new()
@@ -402,6 +407,36 @@ fn rows(doc: &ClientsDoc) -> ([&'static str; 17], Vec<Vec<String>>) {
         })
         .collect();
     (header, rows)
+}
+
+/// The clock column: the sync state the agent reported and, when known, its offset from the
+/// factory's clock (`synced +3ms`, `unsynced -3h0m12s`).
+fn clock_cell(c: &ClientView) -> String {
+    let sync = if c.clock_sync == "unknown" {
+        ""
+    } else {
+        c.clock_sync.as_str()
+    };
+    match c.clock_offset_ms {
+        None => sync.to_string(),
+        Some(ms) => {
+            let sign = if ms < 0 { '-' } else { '+' };
+            let a = ms.unsigned_abs();
+            let off = if a < 10_000 {
+                format!("{sign}{a}ms")
+            } else if a < 3_600_000 {
+                format!("{sign}{}m{}s", a / 60_000, a % 60_000 / 1000)
+            } else {
+                format!(
+                    "{sign}{}h{}m{}s",
+                    a / 3_600_000,
+                    a % 3_600_000 / 60_000,
+                    a % 60_000 / 1000
+                )
+            };
+            format!("{sync} {off}").trim().to_string()
+        }
+    }
 }
 
 /// The inventory as a text table (for `autofactory clients`).

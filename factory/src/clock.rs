@@ -23,7 +23,44 @@
 //! runs at the crystal's rate, which can drift by tens of parts per million from true time.
 
 use autofact_fbs::{ClockSync, Snapshot};
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
+use std::sync::Mutex;
+
+/// Boots remembered per client, newest last.
+const BOOTS_KEPT: usize = 4;
+
+/// The factory's wall clock, unix nanoseconds.
+pub fn unix_now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// Each client's boot references from its earlier connections, kept in memory while the
+/// factory runs (a restarted factory learns them again from the next connection of each boot).
+#[derive(Debug, Default)]
+pub struct BootReferences(Mutex<HashMap<String, Vec<BootReference>>>);
+
+impl BootReferences {
+    /// The references known for `client`.
+    pub fn of(&self, client: &str) -> Vec<BootReference> {
+        let map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        map.get(client).cloned().unwrap_or_default()
+    }
+
+    /// Keeps `r` for `client`, replacing an older reference of the same boot; the last
+    /// [`BOOTS_KEPT`] boots are kept.
+    pub fn remember(&self, client: &str, r: BootReference) {
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let boots = map.entry(client.to_string()).or_default();
+        boots.retain(|b| b.boot_id != r.boot_id);
+        boots.push(r);
+        if boots.len() > BOOTS_KEPT {
+            boots.remove(0);
+        }
+    }
+}
 
 /// How many recent (send, receive) samples the estimates use.
 pub const WINDOW: usize = 16;

@@ -217,6 +217,13 @@ struct RawFile {
     limits: Option<RawLimits>,
     tls: Option<RawTls>,
     require_tls: Option<bool>,
+    clock: Option<RawClock>,
+}
+
+#[derive(Debug, Default, DeJson)]
+#[nserde(default)]
+struct RawClock {
+    threshold_ms: Option<u64>,
 }
 
 #[derive(Debug, Default, DeJson)]
@@ -266,6 +273,8 @@ pub struct FactoryConfig {
     /// With `tls`: refuse plain agents (Reject{TlsRequired}); without it they are still served
     /// on the same port, so a fleet can move to wss:// one agent at a time.
     pub require_tls: bool,
+    /// When agent clocks count as wrong (`clock.threshold_ms`): see [`crate::clock`].
+    pub clock: crate::clock::ClockRules,
 }
 
 /// The data directory when none is configured: systemd's `$STATE_DIRECTORY` (first entry),
@@ -293,6 +302,7 @@ impl Default for FactoryConfig {
             limits: Limits::default(),
             tls: None,
             require_tls: false,
+            clock: crate::clock::ClockRules::default(),
         }
     }
 }
@@ -435,6 +445,14 @@ impl FactoryConfig {
             }
             cfg.require_tls = r;
         }
+        if let Some(v) = raw.clock.and_then(|c| c.threshold_ms) {
+            if !(1..=86_400_000).contains(&v) {
+                return Err(bad(format!(
+                    "clock.threshold_ms: must be between 1 and 86400000, got {v}"
+                )));
+            }
+            cfg.clock.threshold_ns = v as i64 * 1_000_000;
+        }
         Ok(cfg)
     }
 
@@ -518,6 +536,10 @@ const FILE_SHAPE: Shape = Shape::Obj(&[
         Shape::Obj(&[("cert_file", Shape::Str), ("key_file", Shape::Str)]),
     ),
     ("require_tls", Shape::Bool),
+    (
+        "clock",
+        Shape::Obj(&[("threshold_ms", Shape::Int(u64::MAX))]),
+    ),
 ]);
 
 /// The sink section's keys are the sink module's: its `SinkConfig` serializes every field, so
@@ -898,6 +920,10 @@ mod tests {
         assert!(err(r#"{"listen": "nowhere"}"#).contains("listen: not an address:port"));
         assert!(err(r#"{"token": "short"}"#).contains("token: must be at least 16"));
         assert!(err(r#"{"fleet_key": "short"}"#).contains("fleet_key: must be at least 32"));
+        assert!(err(r#"{"clock": {"threshold_ms": 0}}"#).contains("clock.threshold_ms"));
+        assert!(err(r#"{"clock": {"threshold": 5}}"#).contains("\"clock.threshold\""));
+        let c = FactoryConfig::parse(r#"{"clock": {"threshold_ms": 500}}"#, "t").expect("valid");
+        assert_eq!(c.clock.threshold_ns, 500_000_000);
         let key = "k".repeat(32);
         let c = FactoryConfig::parse(&format!(r#"{{"fleet_key": "{key}"}}"#), "t").expect("valid");
         assert_eq!(c.fleet_key.as_deref(), Some(key.as_str()));

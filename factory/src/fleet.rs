@@ -117,6 +117,12 @@ pub struct ClientPoint {
     pub config_hash: u64,
     /// Hash of the Config the agent reports it applied, when it said.
     pub applied_config_hash: Option<u64>,
+    /// Agent wall clock minus the factory's, milliseconds, when known.
+    pub clock_offset_ms: Option<i64>,
+    /// Snapshots whose time the factory rebuilt, and those it could not (since enrollment).
+    pub time_corrected: u64,
+    /// See `time_corrected`.
+    pub time_uncorrectable: u64,
 }
 
 impl ClientPoint {
@@ -180,6 +186,13 @@ impl ClientPoint {
         if let Some(h) = self.applied_config_hash {
             let _ = write!(out, ",applied_config_hash=\"{h:016x}\"");
         }
+        if let Some(o) = self.clock_offset_ms {
+            let _ = write!(out, ",clock_offset_ms={o}i");
+        }
+        out.push_str(",time_corrected=");
+        write_int(out, self.time_corrected);
+        out.push_str(",time_uncorrectable=");
+        write_int(out, self.time_uncorrectable);
         let _ = writeln!(out, " {time_ns}");
     }
 }
@@ -304,6 +317,9 @@ fn connected_points(shared: &Shared) -> Vec<ClientPoint> {
                 agent_version: r.agent_version,
                 config_hash,
                 applied_config_hash: seen.applied_config_hash,
+                clock_offset_ms: r.clock_offset_ms,
+                time_corrected: r.snapshots_time_corrected,
+                time_uncorrectable: r.snapshots_time_uncorrectable,
                 id,
             })
         })
@@ -393,6 +409,9 @@ mod tests {
         p.dropped = Some(0);
         p.applied_config_hash = Some(0xabc);
         p.agent_version = "0.2.0 rc".into();
+        p.clock_offset_ms = Some(-10_800_012);
+        p.time_corrected = 5;
+        p.time_uncorrectable = 1;
         let mut out = String::new();
         p.write_line(&mut out, "factory-a:8675", 42);
         assert_eq!(
@@ -400,7 +419,8 @@ mod tests {
             "autofact_client,agent_version=0.2.0\\ rc,client_id=0123456789abcdef0123456789abcdef,\
              factory=factory-a:8675,host=pi\\ 1\\,a\\=b,region=eu connected=1i,\
              last_seen=1700000000i,backlog=3i,dropped=0i,config_current=1i,\
-             config_hash=\"0000000000000abc\",applied_config_hash=\"0000000000000abc\" 42\n"
+             config_hash=\"0000000000000abc\",applied_config_hash=\"0000000000000abc\",\
+             clock_offset_ms=-10800012i,time_corrected=5i,time_uncorrectable=1i 42\n"
         );
         // An agent on another Config than the one meant.
         p.applied_config_hash = Some(0xdef);
@@ -417,7 +437,7 @@ mod tests {
             out,
             "autofact_client,agent_version=0.2.0,client_id=ffffffffffffffffffffffffffffffff,\
              factory=f:1,host=ffffffffffffffffffffffffffffffff connected=0i,\
-             last_seen=1700000000i 7\n"
+             last_seen=1700000000i,time_corrected=0i,time_uncorrectable=0i 7\n"
         );
     }
 

@@ -88,6 +88,12 @@ pub struct ClientRecord {
     pub clock_sync: String,
     /// The boot the agent last reported (`/proc/sys/kernel/random/boot_id`).
     pub boot_id: String,
+    /// Agent wall clock minus the factory's, milliseconds, as last estimated; `None` = unknown.
+    pub clock_offset_ms: Option<i64>,
+    /// Snapshots whose time the factory rebuilt (the agent's clock was wrong).
+    pub snapshots_time_corrected: u64,
+    /// Snapshots that needed it but could not be rebuilt (written tagged, or dead-lettered).
+    pub snapshots_time_uncorrectable: u64,
 }
 
 impl ClientRecord {

@@ -127,6 +127,13 @@ pub struct Metrics {
     pub inventory_reopens: AtomicU64,
     /// Records changed in memory and not yet written to the store (gauge).
     pub inventory_unsaved: AtomicU64,
+    /// Snapshots whose time was rebuilt from the agent's boottime (its clock was wrong).
+    pub snapshots_time_corrected: AtomicU64,
+    /// Snapshots that needed it but had no reference for their boot: written as they were,
+    /// tagged `clock=unverified`.
+    pub snapshots_time_uncorrectable: AtomicU64,
+    /// Snapshots outside the sanity window with no reference: kept as dead letters instead.
+    pub snapshots_time_refused: AtomicU64,
     rejected: [AtomicU64; Reason::ALL.len()],
     /// Dead-lettered points per client id; only clients with refusals have an entry.
     dead_lettered: Mutex<BTreeMap<String, u64>>,
@@ -298,6 +305,27 @@ impl Metrics {
             "counter",
             "Inventory writes that failed; the records are kept in memory and retried.",
             &self.inventory_write_errors,
+        );
+        g(
+            &mut out,
+            "snapshots_time_corrected_total",
+            "counter",
+            "Snapshots whose time was rebuilt from the agent's boottime (its clock was wrong).",
+            &self.snapshots_time_corrected,
+        );
+        g(
+            &mut out,
+            "snapshots_time_uncorrectable_total",
+            "counter",
+            "Snapshots taken with a wrong clock in a boot without a reference: written as they were, tagged clock=unverified.",
+            &self.snapshots_time_uncorrectable,
+        );
+        g(
+            &mut out,
+            "snapshots_time_refused_total",
+            "counter",
+            "Snapshots outside the sanity window that could not be rebuilt: kept as dead letters.",
+            &self.snapshots_time_refused,
         );
         g(
             &mut out,

@@ -39,6 +39,14 @@ pub trait FactSink: Send + Sync + 'static {
     /// store and kept as dead letters under `client`; waits while the store is failing; an
     /// error only when the sink has shut down.
     fn write(&self, client: &str, lines: String, points: usize) -> WriteFuture;
+    /// Resolves once `lines` that the factory itself refuses (never sent to the store, e.g. a
+    /// timestamp it could not trust) are kept as dead letters under `client` with `reason`.
+    /// Test sinks keep them with the rest by default.
+    fn keep_refused(&self, client: &str, reason: &str, lines: String) -> WriteFuture {
+        let _ = reason;
+        let points = lines.lines().count();
+        self.write(client, lines, points)
+    }
     /// Drains in-flight writes, then stops.
     fn shutdown(&self);
     /// Where the facts go, for the startup line.
@@ -52,6 +60,14 @@ impl FactSink for crate::sink::Sink {
         let (sink, client) = (self.clone(), client.to_string());
         Box::pin(async move {
             sink.write(&client, lines, points)
+                .await
+                .map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)
+        })
+    }
+    fn keep_refused(&self, client: &str, reason: &str, lines: String) -> WriteFuture {
+        let (sink, client, reason) = (self.clone(), client.to_string(), reason.to_string());
+        Box::pin(async move {
+            sink.keep_refused(&client, &reason, lines)
                 .await
                 .map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)
         })
@@ -95,6 +111,8 @@ pub(crate) struct Shared {
     pub metrics: Arc<Metrics>,
     /// What batches say for the fleet inventory measurement (see [`crate::fleet`]).
     pub fleet: crate::fleet::Observed,
+    /// Agents' boot references from earlier connections (see [`crate::clock`]).
+    pub boots: crate::clock::BootReferences,
     pub sessions: Mutex<HashMap<String, SessionEntry>>,
     pub next_conn: AtomicU64,
     /// Dropped (set to None) to tell every session to stop: their receivers then fail.
@@ -213,6 +231,7 @@ impl Factory {
                 tls,
                 metrics,
                 fleet: Default::default(),
+                boots: Default::default(),
                 sessions: Mutex::new(HashMap::new()),
                 next_conn: AtomicU64::new(1),
                 stop_tx: Mutex::new(Some(stop_tx)),

@@ -16,6 +16,7 @@
 //! is full the session stops reading from the socket, so a slow or failing sink pushes back on
 //! agents (which keep their batches on disk) instead of growing the factory's memory.
 
+use crate::clock::{unix_now_ns, AgentClock, Fix};
 use crate::inventory::ClientRecord;
 use crate::metrics::Reason;
 use crate::server::{SessionEntry, Shared, WriteFuture};
@@ -143,8 +144,8 @@ pub(crate) async fn run(
         return;
     }
 
-    // Hello, skipping pings.
-    let hello = loop {
+    // Hello, skipping pings; noted with the factory's clock when it came.
+    let (hello, hello_at) = loop {
         enum Ev {
             In(Incoming),
             Timeout,
@@ -175,7 +176,7 @@ pub(crate) async fn run(
                 return;
             }
             Ev::In(frame) => match classify(frame, limits.max_message_bytes, "expected Hello") {
-                Ok(Message::Hello(h)) => break h,
+                Ok(Message::Hello(h)) => break (h, unix_now_ns()),
                 Ok(other) => {
                     let msg = format!(
                         "expected Hello, got {}",
@@ -284,6 +285,9 @@ pub(crate) async fn run(
             }
         );
         let last = (record.epoch, record.last_acked_seq);
+        let mut clock = AgentClock::new(shared.config().clock, &hello.boot_id, hello.clock_sync)
+            .with_earlier(&shared.boots.of(&id));
+        clock.observe(hello.agent_clock_ns, hello.agent_boottime_ns, hello_at);
         let mut live = Live {
             shared,
             ws: &mut ws,
@@ -296,8 +300,14 @@ pub(crate) async fn run(
             accepted: last,
             inflight: Window::default(),
             agent_ping: config.ping_interval_ms,
+            clock,
         };
         live.batches(ctl_rx).await;
+        // A later connection in the same boot (a reconnect) can rebuild snapshots this one's
+        // reference covers, even if it has too few messages of its own yet.
+        if let Some(r) = live.clock.reference() {
+            shared.boots.remember(&id, r);
+        }
     }
     m.connected_clients.fetch_sub(1, Ordering::Relaxed);
     let mut sessions = shared.sessions();
@@ -545,6 +555,11 @@ struct BatchInfo {
     /// From the batch's latest snapshot that says.
     clock_sync: ClockSync,
     boot_id: Option<String>,
+    /// The agent's clock offset when the batch came, milliseconds.
+    clock_offset_ms: Option<i64>,
+    /// Snapshots whose time was rebuilt, and those that needed it but could not be.
+    time_corrected: u64,
+    time_uncorrectable: u64,
 }
 
 /// One batch handed to the sink.
@@ -627,6 +642,8 @@ struct Live<'a> {
     /// The agent's ping interval (ms) from its Config: it declares the link lost after twice
     /// that without a frame from us.
     agent_ping: u32,
+    /// The agent's clock as this connection sees it (see [`crate::clock`]).
+    clock: AgentClock,
 }
 
 enum Ev {
@@ -923,6 +940,11 @@ impl Live<'_> {
             if let Some(b) = &info.boot_id {
                 r.boot_id.clone_from(b);
             }
+            if info.clock_offset_ms.is_some() {
+                r.clock_offset_ms = info.clock_offset_ms;
+            }
+            r.snapshots_time_corrected += info.time_corrected;
+            r.snapshots_time_uncorrectable += info.time_uncorrectable;
         });
     }
 
@@ -932,7 +954,10 @@ impl Live<'_> {
 
     /// One batch: dedup by (epoch, seq), encode, hand to the sink (or ack again if already
     /// durable).
-    async fn batch(&mut self, b: Batch) -> Result<(), Refusal> {
+    async fn batch(&mut self, mut b: Batch) -> Result<(), Refusal> {
+        let now = unix_now_ns();
+        self.clock
+            .observe(b.agent_clock_ns, b.agent_boottime_ns, now);
         let m = &self.shared.metrics;
         m.batches_received.fetch_add(1, Ordering::Relaxed);
         self.shared.fleet.batch(self.id, &b);
@@ -969,11 +994,49 @@ impl Live<'_> {
             host: self.host_tag,
             region: &self.hello.region,
             zone: &self.hello.zone,
+            ..Default::default()
+        };
+        // Snapshots taken with a wrong clock get their time rebuilt (see crate::clock); those
+        // that cannot be are tagged, or kept as dead letters when their time is implausible.
+        let unverified = Tags {
+            clock: "unverified",
+            ..tags
         };
         let mut lines = String::new();
-        let mut points = 0;
-        for s in &b.snapshots {
-            points += write_snapshot(&mut lines, &tags, s);
+        let mut refused = String::new();
+        let (mut points, mut refused_points) = (0, 0);
+        let (mut corrected, mut uncorrectable, mut out_of_window) = (0u64, 0u64, 0u64);
+        for s in &mut b.snapshots {
+            match self.clock.correct(s, now) {
+                Fix::Untouched => points += write_snapshot(&mut lines, &tags, s),
+                Fix::Corrected { .. } => {
+                    corrected += 1;
+                    points += write_snapshot(&mut lines, &tags, s);
+                }
+                Fix::Uncorrectable => {
+                    uncorrectable += 1;
+                    points += write_snapshot(&mut lines, &unverified, s);
+                }
+                Fix::OutOfWindow => {
+                    out_of_window += 1;
+                    refused_points += write_snapshot(&mut refused, &unverified, s);
+                }
+            }
+        }
+        if corrected + uncorrectable + out_of_window > 0 {
+            m.snapshots_time_corrected
+                .fetch_add(corrected, Ordering::Relaxed);
+            m.snapshots_time_uncorrectable
+                .fetch_add(uncorrectable, Ordering::Relaxed);
+            m.snapshots_time_refused
+                .fetch_add(out_of_window, Ordering::Relaxed);
+            crate::info_limited!(
+                "{} ({}): clock offset {} ms, sync {:?}: {corrected} snapshot time(s) rebuilt from boottime, {uncorrectable} written as they were (tagged clock=unverified), {out_of_window} outside the sanity window kept as dead letters",
+                self.hostname,
+                self.id,
+                self.clock.offset_ns().map_or("unknown".to_string(), |o| (o / 1_000_000).to_string()),
+                self.clock.sync(),
+            );
         }
         let backlog = b
             .snapshots
@@ -981,7 +1044,7 @@ impl Live<'_> {
             .rev()
             .find_map(|s| s.health.as_ref().map(|h| h.buffered_batches));
         m.points_received
-            .fetch_add(points as u64, Ordering::Relaxed);
+            .fetch_add((points + refused_points) as u64, Ordering::Relaxed);
         if crate::log::enabled(crate::log::INFO) {
             println!(
                 "batch {} {} seq={} points={points}",
@@ -992,6 +1055,22 @@ impl Live<'_> {
             print!("{lines}");
         }
         let write = (points > 0).then(|| self.shared.sink.write(self.id, lines, points));
+        let keep = (!refused.is_empty()).then(|| {
+            self.shared.sink.keep_refused(
+                self.id,
+                "timestamp outside the sanity window (agent clock wrong, no reference for its boot)",
+                refused,
+            )
+        });
+        // Acknowledged once both are durable: the written points and the refused ones.
+        let write = match (write, keep) {
+            (Some(w), Some(k)) => Some(Box::pin(async move {
+                w.await?;
+                k.await
+            }) as WriteFuture),
+            (w, None) => w,
+            (None, k) => k,
+        };
         self.accepted = (b.epoch, b.seq);
         let latest = b.snapshots.last();
         let info = BatchInfo {
@@ -1005,6 +1084,9 @@ impl Live<'_> {
             boot_id: latest
                 .filter(|s| !s.boot_id.is_empty())
                 .map(|s| s.boot_id.clone()),
+            clock_offset_ms: self.clock.offset_ns().map(|o| o / 1_000_000),
+            time_corrected: corrected,
+            time_uncorrectable: uncorrectable + out_of_window,
         };
         self.inflight.push(info, write);
         Ok(())

@@ -675,7 +675,7 @@ fn with_the_real_file_sink_an_ack_means_the_lines_are_on_disk() {
     smol::block_on(async {
         let (mut c, _) = Client::enroll(h.addr, "on-disk").await;
         assert_eq!(
-            c.batch(1, vec![snapshot(1_700_000_000_000_000_000, 2)])
+            c.batch(1, vec![snapshot(1_795_000_000_000_000_000, 2)])
                 .await
                 .seq,
             1
@@ -691,7 +691,7 @@ fn with_the_real_file_sink_an_ack_means_the_lines_are_on_disk() {
         text.contains("mem,host=on-disk,region=eu,zone=eu-1 "),
         "{text}"
     );
-    assert!(text.contains(" 1700000000000000000\n"), "{text}");
+    assert!(text.contains(" 1795000000000000000\n"), "{text}");
     assert_eq!(text.lines().count(), 3, "{text}");
     h.stop().expect("clean shutdown");
 }

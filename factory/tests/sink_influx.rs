@@ -160,6 +160,7 @@ fn facts_land_with_exact_values_tags_and_timestamps() {
         host: "pi-07",
         region: "eu-west",
         zone: "rack 3",
+        ..Default::default()
     };
     let mut lines = String::new();
     let points = write_snapshot(&mut lines, &tags, &snapshot());
@@ -318,6 +319,7 @@ fn escaping_edge_cases_survive_the_round_trip() {
             host,
             region: "région, one",
             zone: "z=1",
+            ..Default::default()
         };
         points += write_snapshot(&mut lines, &tags, &snap);
         for (i, n) in ifaces.iter().enumerate() {
@@ -600,6 +602,7 @@ fn file_sink_output_imports_into_influxdb_as_is() {
         host: "höst a,b",
         region: "",
         zone: "",
+        ..Default::default()
     };
     let mut lines = String::new();
     let points = write_snapshot(&mut lines, &tags, &snapshot());

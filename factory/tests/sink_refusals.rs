@@ -466,7 +466,7 @@ fn through_the_factory_a_refused_line_is_kept_under_the_client_that_sent_it() {
         let (mut a, wa) = common::Client::enroll(h.addr, "pi-a").await;
         let (mut b, wb) = common::Client::enroll(h.addr, "pi-b").await;
         for seq in 1..=3 {
-            let t = 1_700_000_000_000_000_000 + seq as i64 * 10_000_000_000;
+            let t = 1_795_000_000_000_000_000 + seq as i64 * 10_000_000_000;
             assert_eq!(a.batch(seq, vec![common::snapshot(t, 0)]).await.seq, seq);
             assert_eq!(b.batch(seq, vec![common::snapshot(t, 0)]).await.seq, seq);
         }

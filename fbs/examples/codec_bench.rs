@@ -197,6 +197,7 @@ fn main() {
         host: "pi-kitchen",
         region: "eu-west",
         zone: "home",
+        ..Default::default()
     };
     let mut lines = String::new();
     let points = write_batch(&mut lines, &tags, &batch);

@@ -187,6 +187,7 @@ fn main() {
         host: "h",
         region: "r",
         zone: "",
+        ..Tags::default()
     };
     let (mut runs, mut ok) = (0u64, 0u64);
     let mut out = String::new();

@@ -32,6 +32,9 @@ pub struct Tags<'a> {
     pub region: &'a str,
     /// `zone`, left out when empty
     pub zone: &'a str,
+    /// `clock`, left out when empty: `unverified` on points whose time the factory should have
+    /// rebuilt (the agent's clock was wrong) but could not (no reference for their boot).
+    pub clock: &'a str,
 }
 
 /// Appends every point of `snap` to `out`, one line each; returns the number of points.
@@ -364,6 +367,7 @@ impl<'o> Point<'o> {
             ("host", tags.host),
             ("region", tags.region),
             ("zone", tags.zone),
+            ("clock", tags.clock),
             extra[0],
             extra[1],
             extra[2],
@@ -514,11 +518,13 @@ mod tests {
         host: "pi",
         region: "eu",
         zone: "z1",
+        clock: "",
     };
     const HOST_ONLY: Tags<'static> = Tags {
         host: "pi",
         region: "",
         zone: "",
+        clock: "",
     };
 
     fn lines(f: impl FnOnce(&mut String) -> bool) -> (bool, String) {
@@ -1047,6 +1053,7 @@ mod tests {
             host: "h",
             region: "",
             zone: "z",
+            clock: "",
         };
         let (_, out) = lines(|o| write_temp(o, &zone_only, &t, 1));
         assert_eq!(out, "temp,host=h,zone=z temp=1 1\n");
@@ -1059,6 +1066,7 @@ mod tests {
             host: "trailing\\\\",
             region: "\\",
             zone: "",
+            clock: "",
         };
         let t = Temp {
             sensor: "cpu\\".into(),
@@ -1074,6 +1082,7 @@ mod tests {
             host: "my host",
             region: "eu,west",
             zone: "a=b",
+            clock: "",
         };
         let n = Net {
             interface: "wlan 0".into(),

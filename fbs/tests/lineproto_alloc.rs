@@ -47,6 +47,7 @@ fn encoding_into_a_buffer_with_capacity_does_not_allocate() {
         host: "pi kitchen",
         region: "eu,west",
         zone: "",
+        ..Default::default()
     };
     // First pass sizes the buffer; the second must fit in it without allocating.
     let mut out = String::new();

@@ -49,6 +49,7 @@ fn hostile_tag_values_keep_the_line_structure() {
             host: &host,
             region: &region,
             zone: &zone,
+            ..Default::default()
         };
         let net = Net {
             interface: random_text(&mut rng),

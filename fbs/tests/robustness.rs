@@ -27,6 +27,7 @@ fn check_any(bytes: &[u8]) -> bool {
                         host: "h",
                         region: "",
                         zone: "",
+                        ..Default::default()
                     },
                     b,
                 );

@@ -53,7 +53,7 @@ pub use config::SinkConfig;
 use crate::metrics::Metrics;
 use backoff::Stop;
 use config::Target;
-use dead_letter::DeadLetters;
+use dead_letter::{DeadLetters, Record};
 use writer::{Backend, Submission, Writer};
 
 /// Why the sink could not take or finish a write.
@@ -97,6 +97,9 @@ struct Shared {
     stop: Arc<Stop>,
     threads: Mutex<Vec<JoinHandle<()>>>,
     what: String,
+    /// For lines the factory itself refuses before the store sees them.
+    dead: Arc<DeadLetters>,
+    metrics: Arc<Metrics>,
 }
 
 impl fmt::Debug for Sink {
@@ -216,6 +219,8 @@ impl Sink {
                 stop,
                 threads: Mutex::new(threads),
                 what,
+                dead,
+                metrics,
             }),
         })
     }
@@ -247,6 +252,31 @@ impl Sink {
             .await
             .map_err(|_| SinkError::ShutDown)?;
         answer.recv().await.unwrap_or(Err(SinkError::ShutDown))
+    }
+
+    /// Keeps lines the factory refuses itself (never sent to the store) as dead letters under
+    /// `client` with `reason`, fsync'd, counted like the store's refusals. Resolves once they are
+    /// on disk; Err when the dead-letter file cannot be written (the batch then stays
+    /// unacknowledged, on the agent).
+    pub async fn keep_refused(
+        &self,
+        client: &str,
+        reason: &str,
+        lines: String,
+    ) -> Result<(), std::io::Error> {
+        let record = Record {
+            client: client.to_string(),
+            reason: reason.to_string(),
+            at: String::new(),
+            lines,
+        };
+        let n = record.points() as u64;
+        let dead = self.shared.dead.clone();
+        smol::unblock(move || dead.append(&[record]))
+            .await
+            .map_err(std::io::Error::other)?;
+        self.shared.metrics.dead_lettered(client, n);
+        Ok(())
     }
 
     /// Stop taking writes, drain and finish in-flight ones, then stop the writer thread. Queued
