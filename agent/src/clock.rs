@@ -6,6 +6,10 @@
 //! nanoseconds added to every wall-clock reading of the agent, read once at the first use. It
 //! lets a test play a board whose clock is wrong before NTP (for example a new buffer made with
 //! the clock set low).
+//!
+//! `AUTOFACT_TEST_CLOCK_FILE` (test only): a file holding `<offset ns> <synced|unsynced|unknown>`,
+//! re-read at every reading and taking precedence over both, so a test can play a board whose
+//! clock NTP sets while the agent runs.
 
 use autofact_fbs::ClockSync;
 use std::io::Read;
@@ -23,12 +27,31 @@ fn offset_ns() -> i64 {
     })
 }
 
+/// The test-only clock file's offset and sync state, when `AUTOFACT_TEST_CLOCK_FILE` is set
+/// and the file reads.
+fn test_clock() -> Option<(i64, ClockSync)> {
+    static PATH: OnceLock<Option<std::path::PathBuf>> = OnceLock::new();
+    let path = PATH
+        .get_or_init(|| std::env::var_os("AUTOFACT_TEST_CLOCK_FILE").map(Into::into))
+        .as_ref()?;
+    let text = std::fs::read_to_string(path).ok()?;
+    let mut words = text.split_whitespace();
+    let offset = words.next()?.parse().ok()?;
+    let sync = match words.next() {
+        Some("synced") => ClockSync::Synced,
+        Some("unsynced") => ClockSync::Unsynced,
+        _ => ClockSync::Unknown,
+    };
+    Some((offset, sync))
+}
+
 /// The wall clock, unix nanoseconds (0 before 1970).
 pub fn now_ns() -> i64 {
     let real = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX));
-    real.saturating_add(offset_ns()).max(0)
+    let offset = test_clock().map_or_else(offset_ns, |(o, _)| o);
+    real.saturating_add(offset).max(0)
 }
 
 /// The wall clock, unix milliseconds.
@@ -47,6 +70,9 @@ pub fn boottime_ns() -> i64 {
 /// reads what systemd-timesyncd leaves behind when it has synchronised
 /// (`/run/systemd/timesync/synchronized`, systemd 239+), and says `Unknown` otherwise.
 pub fn clock_sync() -> ClockSync {
+    if let Some((_, sync)) = test_clock() {
+        return sync;
+    }
     if std::path::Path::new("/run/systemd/timesync/synchronized").exists() {
         ClockSync::Synced
     } else {

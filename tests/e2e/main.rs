@@ -11,6 +11,7 @@
 
 mod agent_faults;
 mod bad_input;
+mod clock;
 mod dashboards;
 mod factory_disk;
 mod faults;

@@ -316,6 +316,16 @@ impl Worker {
         }
     }
 
+    /// The shortest enabled period (ms), the most a round can be late without skipping.
+    fn min_period_ms(&self, c: &Config) -> u64 {
+        Kind::ALL
+            .iter()
+            .map(|k| u64::from(k.period(&c.periods)))
+            .filter(|p| *p > 0)
+            .min()
+            .unwrap_or(0)
+    }
+
     fn collect_due(&mut self, now: u64) {
         let Some(c) = self.config else { return };
         let mut kinds = Vec::new();
@@ -344,6 +354,18 @@ impl Worker {
             time_ns: i64::try_from(at).unwrap_or(i64::MAX / 1_000_000) * 1_000_000,
             ..Snapshot::default()
         };
+        // The boottime of the scheduled instant that time_ns names, not of the moment this round
+        // runs (a few ms later, more on a loaded board): the factory rebuilds a wrong clock's
+        // times from it. A lateness beyond one period means the wall clock moved meanwhile
+        // (NTP stepped it): then the round's own boottime is the better answer.
+        let (wall, boot) = (clock::now_ns(), clock::boottime_ns());
+        let late = wall.saturating_sub(snap.time_ns);
+        let period_ns = i64::try_from(self.min_period_ms(&c)).unwrap_or(0) * 1_000_000;
+        snap.boottime_ns = if (0..=period_ns).contains(&late) {
+            boot - late
+        } else {
+            boot
+        };
         if !kinds.is_empty() {
             let t = Instant::now();
             self.parts.source.collect(&kinds, &mut snap);
@@ -367,7 +389,6 @@ impl Worker {
                 agent_version: env!("CARGO_PKG_VERSION").into(),
             });
         }
-        snap.boottime_ns = clock::boottime_ns();
         snap.clock_sync = clock::clock_sync();
         snap.boot_id = clock::boot_id().to_string();
         self.unsealed += 1;
