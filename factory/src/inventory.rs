@@ -359,6 +359,30 @@ impl Inventory {
 
     /// A write failed: count it, warn (rate-limited), and close the store (fjall poisons
     /// itself after an I/O error; only a reopen gets it back).
+    /// Writes `rec` and fsyncs. On failure `rec`'s id is marked unsaved (the record in memory
+    /// is written over whatever reached the journal once the store works again) and the store
+    /// is closed; the closed store comes back with the error, to be dropped outside the lock.
+    fn write_synced(
+        &self,
+        st: &mut State,
+        rec: &ClientRecord,
+    ) -> Result<(), (Error, Option<Store>)> {
+        let Some(store) = &st.store else {
+            return Err((self.closed_err(st), None));
+        };
+        let written = store
+            .clients
+            .insert(rec.id.as_bytes(), rec.serialize_json().into_bytes())
+            .and_then(|()| store.db.persist(fjall::PersistMode::SyncAll));
+        if let Err(e) = written {
+            st.unsaved.insert(rec.id.clone());
+            let dead = self.failed(st, &e);
+            self.count_unsaved(st);
+            return Err((self.store_err(e), dead));
+        }
+        Ok(())
+    }
+
     fn failed(&self, st: &mut State, e: &fjall::Error) -> Option<Store> {
         self.metrics
             .inventory_write_errors
@@ -476,21 +500,11 @@ impl Inventory {
         let mut st = self.state();
         let (tag, holder) = assign_tag(&st.cache, &rec);
         rec.host_tag = tag;
-        let Some(store) = &st.store else {
-            return Err(self.closed_err(&st));
-        };
-        let written = store
-            .clients
-            .insert(rec.id.as_bytes(), rec.serialize_json().into_bytes())
-            .and_then(|()| store.db.persist(fjall::PersistMode::SyncAll));
-        if let Err(e) = written {
-            // Whatever reached the journal must not come back as a client nobody holds.
-            st.unsaved.insert(rec.id.clone());
-            let dead = self.failed(&mut st, &e);
-            self.count_unsaved(&st);
+        // On failure, whatever reached the journal must not come back as a client nobody holds.
+        if let Err((e, dead)) = self.write_synced(&mut st, &rec) {
             drop(st);
             drop(dead);
-            return Err(self.store_err(e));
+            return Err(e);
         }
         if let Some(holder) = holder {
             self.duplicate(&st, &rec, &holder);
@@ -520,21 +534,12 @@ impl Inventory {
             });
         };
         rec.secret_hash = secret_hash;
-        let Some(store) = &st.store else {
-            return Err(self.closed_err(&st));
-        };
-        let written = store
-            .clients
-            .insert(rec.id.as_bytes(), rec.serialize_json().into_bytes())
-            .and_then(|()| store.db.persist(fjall::PersistMode::SyncAll));
-        if let Err(e) = written {
-            // The journal may hold the new hash: write the record in memory back over it.
-            st.unsaved.insert(rec.id.clone());
-            let dead = self.failed(&mut st, &e);
-            self.count_unsaved(&st);
+        // On failure the journal may hold the new hash: the record in memory is written back
+        // over it.
+        if let Err((e, dead)) = self.write_synced(&mut st, &rec) {
             drop(st);
             drop(dead);
-            return Err(self.store_err(e));
+            return Err(e);
         }
         st.cache.insert(rec.id.clone(), rec.clone());
         Ok(rec)
