@@ -60,9 +60,13 @@ pub fn now_ms() -> u64 {
 }
 
 /// `CLOCK_BOOTTIME` in nanoseconds (monotonic, counts suspend); 0 when unavailable.
+// `time_t` and `long` are 32 bits on armv7 musl: widen before multiplying, or the product
+// overflows after 2 s of uptime (the conversion is a no-op on 64-bit targets).
+#[allow(clippy::useless_conversion)]
 pub fn boottime_ns() -> i64 {
-    nix::time::clock_gettime(nix::time::ClockId::CLOCK_BOOTTIME)
-        .map_or(0, |t| t.tv_sec() * 1_000_000_000 + t.tv_nsec())
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_BOOTTIME).map_or(0, |t| {
+        i64::from(t.tv_sec()) * 1_000_000_000 + i64::from(t.tv_nsec())
+    })
 }
 
 /// Whether the wall clock is synchronised. The kernel's answer (adjtimex `STA_UNSYNC`) needs a
