@@ -90,7 +90,8 @@ pub struct ClientsDoc {
 impl Factory {
     /// The `GET /clients` document.
     pub fn clients_doc(&self) -> ClientsDoc {
-        let connected = self.connected();
+        // A set: one lookup per client, not a scan of every session (quadratic at 10,000).
+        let connected: std::collections::HashSet<String> = self.connected().into_iter().collect();
         let config = self.config();
         let list = self.inventory().list();
         let mut names: std::collections::HashMap<String, usize> = Default::default();
