@@ -228,3 +228,48 @@ fn two_agents_with_one_hostname_keep_every_point_and_are_flagged() {
         site.elapsed()
     );
 }
+
+/// Issue 15.3: a board without a real-time clock moves its buffer aside (damaged, say) before
+/// NTP has run. Its new buffer's seqs come from a clock a day low, far below the factory's last
+/// acknowledged seq; its new epoch makes them a new window, so every point is written (at its
+/// true time: the factory rebuilds the low clock's times, issue 20).
+#[test]
+fn a_buffer_moved_aside_with_the_clock_set_low_has_every_point_written() {
+    let Some(mut site) = Site::new("id-lowclock", &users_spec()) else {
+        return;
+    };
+    let clock = site.dir.path().join("lowclock.clock");
+    let set_clock = |text: &str| {
+        if let Err(e) = std::fs::write(&clock, text) {
+            panic!("writing {}: {e}", clock.display());
+        }
+    };
+    set_clock("0 synced\n");
+    let host = "e2e-id-lowclock";
+    let start = now_ns();
+    let a = site.agent(&AgentSpec {
+        env: vec![(
+            "AUTOFACT_TEST_CLOCK_FILE".into(),
+            clock.display().to_string(),
+        )],
+        ..AgentSpec::new(host, "eu")
+    });
+    // Two pushes acknowledged: the factory's last seq is now (in µs) of a right clock.
+    site.assert_nothing_lost(host, start + secs(3.0), start + secs(22.0), &[], WAIT);
+    site.agents[a].kill();
+    let down = now_ns();
+    let data = site.agents[a].data_dir();
+    if let Err(e) = std::fs::rename(data.join("buffer"), data.join("buffer.aside")) {
+        panic!("moving {}/buffer aside: {e}", data.display());
+    }
+    set_clock("-86400000000000 unsynced\n");
+    site.agents[a].start();
+    let up = now_ns();
+    site.assert_nothing_lost(
+        host,
+        start + secs(3.0),
+        up + secs(25.0),
+        &[(down - secs(1.0), up + secs(2.0))],
+        WAIT,
+    );
+}
