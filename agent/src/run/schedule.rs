@@ -62,6 +62,23 @@ impl Kind {
         Kind::Processes,
     ];
 
+    /// This kind's key in the Config's `periods` (`cpu_ms`, ...).
+    pub fn period_key(self) -> &'static str {
+        match self {
+            Kind::Cpu => "cpu_ms",
+            Kind::Kernel => "kernel_ms",
+            Kind::Mem => "mem_ms",
+            Kind::Swap => "swap_ms",
+            Kind::System => "system_ms",
+            Kind::Net => "net_ms",
+            Kind::DiskIo => "diskio_ms",
+            Kind::Disk => "disk_ms",
+            Kind::Temp => "temp_ms",
+            Kind::Health => "health_ms",
+            Kind::Processes => "processes_ms",
+        }
+    }
+
     /// This kind's period in `p`, in ms; 0 = disabled.
     pub fn period(self, p: &Periods) -> u32 {
         match self {
