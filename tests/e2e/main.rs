@@ -14,6 +14,7 @@ mod bad_input;
 mod dashboards;
 mod factory_disk;
 mod faults;
+mod fleet_page;
 mod happy;
 mod identity;
 mod scale_out;
