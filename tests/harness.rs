@@ -119,6 +119,21 @@ pub struct FactorySpec {
     pub periods: String,
     /// The fleet key shared by the factories of a scale-out test (`None`: no `fleet_key`).
     pub fleet_key: Option<String>,
+    /// TLS on the agent listener (`tls` and `require_tls`); `None` = plain.
+    pub tls: Option<FactoryTls>,
+    /// The sink's `ca_file`, for an https InfluxDB URL.
+    pub sink_ca_file: Option<PathBuf>,
+}
+
+/// The factory's `tls` section and `require_tls`.
+#[derive(Debug, Clone)]
+pub struct FactoryTls {
+    /// Certificate chain, PEM.
+    pub cert_file: PathBuf,
+    /// Private key, PEM.
+    pub key_file: PathBuf,
+    /// Refuse plain agents.
+    pub require_tls: bool,
 }
 
 impl Default for FactorySpec {
@@ -131,6 +146,8 @@ impl Default for FactorySpec {
             limits: String::new(),
             periods: String::new(),
             fleet_key: None,
+            tls: None,
+            sink_ca_file: None,
         }
     }
 }
@@ -372,14 +389,28 @@ fn factory_config(
         .as_ref()
         .map(|k| format!(r#""fleet_key": "{k}","#))
         .unwrap_or_default();
+    let tls = match &s.tls {
+        Some(t) => format!(
+            r#""tls": {{ "cert_file": "{}", "key_file": "{}" }}, "require_tls": {},"#,
+            t.cert_file.display(),
+            t.key_file.display(),
+            t.require_tls
+        ),
+        None => String::new(),
+    };
+    let sink_ca = match &s.sink_ca_file {
+        Some(f) => format!(r#", "ca_file": "{}""#, f.display()),
+        None => String::new(),
+    };
     format!(
         r#"{{
   "listen": "{listen}",
   "admin_listen": "{admin}",
   "data_dir": "{data}",
   "token": "{TOKEN}",{fleet_key}
+  {tls}
   "sink": {{ "kind": "influxdb", "url": "{influx_url}", "database": "{DB}", "create_database": true,
-            "timeout_ms": 5000 }},
+            "timeout_ms": 5000{sink_ca} }},
   "defaults": {{
     "periods": {{ {periods} }},
     "push_interval_ms": {push}, "ping_interval_ms": {ping}, "buffer_cap_bytes": {cap},
@@ -419,6 +450,17 @@ pub struct AgentSpec {
     pub zone: String,
     /// Extra environment of the agent process (its test-only seams, e.g. a slow fsync).
     pub env: Vec<(String, String)>,
+    /// `wss://localhost:PORT` with this `ca_file` (and `pin_sha256`); `None` = plain `ws`.
+    pub tls: Option<AgentTls>,
+}
+
+/// What a `wss://` agent trusts.
+#[derive(Debug, Clone)]
+pub struct AgentTls {
+    /// The CA bundle, PEM.
+    pub ca_file: PathBuf,
+    /// `pin_sha256` when set.
+    pub pin_sha256: Option<String>,
 }
 
 impl AgentSpec {
@@ -429,6 +471,7 @@ impl AgentSpec {
             region: region.into(),
             zone: String::new(),
             env: Vec::new(),
+            tls: None,
         }
     }
 }
@@ -468,9 +511,24 @@ impl Agent {
     ) -> Agent {
         let name = name.to_string();
         let config = dir.join(format!("{name}.json"));
+        // The certificate names `localhost`: a wss:// agent uses that name, checked by TLS.
+        let (server, trust) = match &spec.tls {
+            Some(t) => (
+                format!("wss://localhost:{}", server.port()),
+                format!(
+                    r#", "ca_file": "{}"{}"#,
+                    t.ca_file.display(),
+                    t.pin_sha256
+                        .as_ref()
+                        .map(|p| format!(r#", "pin_sha256": "{p}""#))
+                        .unwrap_or_default()
+                ),
+            ),
+            None => (server.to_string(), String::new()),
+        };
         let text = format!(
             r#"{{ "server": "{server}", "data_dir": "{data}", "token": "{TOKEN}",
-  "region": "{region}", "zone": "{zone}", "hostname": "{hostname}" }}
+  "region": "{region}", "zone": "{zone}", "hostname": "{hostname}"{trust} }}
 "#,
             data = dir.join(format!("{name}-data")).display(),
             region = spec.region,

@@ -6,6 +6,8 @@
 //! {
 //!   "listen": "0.0.0.0:8675", "admin_listen": "127.0.0.1:8676",
 //!   "data_dir": "/var/lib/autofactory", "token": "...", "fleet_key": "...",
+//!   "tls": { "cert_file": "/etc/autofactory/factory.pem", "key_file": "/etc/autofactory/factory.key" },
+//!   "require_tls": false,
 //!   "sink": { ... },
 //!   "defaults": { "periods": { "cpu_ms": 10000 }, "push_interval_ms": 10000 },
 //!   "regions": { "eu": { "push_interval_ms": 30000 } },
@@ -213,6 +215,24 @@ struct RawFile {
     regions: Option<BTreeMap<String, ConfigOverride>>,
     clients: Option<BTreeMap<String, ConfigOverride>>,
     limits: Option<RawLimits>,
+    tls: Option<RawTls>,
+    require_tls: Option<bool>,
+}
+
+#[derive(Debug, Default, DeJson)]
+#[nserde(default)]
+struct RawTls {
+    cert_file: Option<String>,
+    key_file: Option<String>,
+}
+
+/// The `tls` section: the agent listener's certificate chain and private key, PEM files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsConfig {
+    /// The certificate, then any intermediates (PEM).
+    pub cert_file: PathBuf,
+    /// Its private key (PEM: PKCS#8, PKCS#1 or SEC1).
+    pub key_file: PathBuf,
 }
 
 /// The validated factory configuration.
@@ -241,6 +261,11 @@ pub struct FactoryConfig {
     pub clients: BTreeMap<String, ConfigOverride>,
     /// Listener limits.
     pub limits: Limits,
+    /// TLS on the agent listener; `None` = plain websockets only.
+    pub tls: Option<TlsConfig>,
+    /// With `tls`: refuse plain agents (Reject{TlsRequired}); without it they are still served
+    /// on the same port, so a fleet can move to wss:// one agent at a time.
+    pub require_tls: bool,
 }
 
 /// The data directory when none is configured: systemd's `$STATE_DIRECTORY` (first entry),
@@ -266,6 +291,8 @@ impl Default for FactoryConfig {
             regions: BTreeMap::new(),
             clients: BTreeMap::new(),
             limits: Limits::default(),
+            tls: None,
+            require_tls: false,
         }
     }
 }
@@ -388,6 +415,26 @@ impl FactoryConfig {
                 cfg.limits.max_inflight_batches = v as usize;
             }
         }
+        if let Some(t) = raw.tls {
+            let file = |name: &str, v: Option<String>| match v {
+                Some(v) if !v.trim().is_empty() => Ok(PathBuf::from(v)),
+                _ => Err(bad(format!(
+                    "tls.{name}: missing (a PEM file; both cert_file and key_file are needed)"
+                ))),
+            };
+            cfg.tls = Some(TlsConfig {
+                cert_file: file("cert_file", t.cert_file)?,
+                key_file: file("key_file", t.key_file)?,
+            });
+        }
+        if let Some(r) = raw.require_tls {
+            if r && cfg.tls.is_none() {
+                return Err(bad(
+                    "require_tls: needs a tls section (cert_file, key_file) to be served".into(),
+                ));
+            }
+            cfg.require_tls = r;
+        }
         Ok(cfg)
     }
 
@@ -417,6 +464,8 @@ enum Shape {
     Int(u64),
     /// A string.
     Str,
+    /// true or false.
+    Bool,
     /// Not checked here (a section owned by another module).
     Any,
 }
@@ -464,6 +513,11 @@ const FILE_SHAPE: Shape = Shape::Obj(&[
             ("max_inflight_batches", Shape::Int(u64::MAX)),
         ]),
     ),
+    (
+        "tls",
+        Shape::Obj(&[("cert_file", Shape::Str), ("key_file", Shape::Str)]),
+    ),
+    ("require_tls", Shape::Bool),
 ]);
 
 /// The sink section's keys are the sink module's: its `SinkConfig` serializes every field, so
@@ -510,6 +564,11 @@ fn check_keys(v: &json::Value, shape: &Shape, at: &str) -> Result<(), String> {
             other.kind()
         )),
         (Shape::Str, json::Value::Str(_)) => Ok(()),
+        (Shape::Bool, json::Value::Bool(_)) => Ok(()),
+        (Shape::Bool, other) => Err(format!(
+            "{at}: expected true or false, got {}",
+            other.kind()
+        )),
         (Shape::Str, other) => Err(format!("{at}: expected a string, got {}", other.kind())),
         (Shape::Obj(fields), json::Value::Object(members)) => {
             for (k, line, child) in members {
@@ -877,6 +936,11 @@ mod tests {
         let c = FactoryConfig::parse(text, "autofactory.example.json").expect("valid example");
         assert_eq!(c.effective("eu", "").push_interval_ms, 30_000);
         assert!(c.sink_text.contains("influxdb") && !c.sink_text.contains("change-me"));
+        assert!(c.require_tls);
+        assert_eq!(
+            c.tls.map(|t| t.key_file),
+            Some(PathBuf::from("/etc/autofactory/factory.key"))
+        );
     }
 
     #[test]

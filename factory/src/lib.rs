@@ -6,7 +6,8 @@
 //! - [`config`]: the JSON config file, its validation, effective Config per client.
 //! - [`server`]: [`Factory`]: shared state, accept loop and limits, reload, graceful shutdown.
 //! - `session`: one connection's state machine (Hello -> Welcome/Reject -> Batches -> Acks).
-//! - [`transport`]: websocket upgrade, frame limits, reject-and-close.
+//! - [`transport`]: TLS-or-plain on one port, websocket upgrade, frame limits, reject-and-close.
+//! - [`tls`]: the listener's certificate (swapped on SIGHUP) and `require_tls`.
 //! - [`inventory`]: the fjall-backed client inventory.
 //! - [`admin`]: the admin HTTP listener (`/clients`, `/metrics`) and its CLI client.
 //! - [`metrics`]: atomic counters, Prometheus text.
@@ -29,6 +30,7 @@ pub mod metrics;
 pub mod server;
 mod session;
 pub mod sink;
+pub mod tls;
 pub mod transport;
 
 pub use config::FactoryConfig;

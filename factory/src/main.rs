@@ -271,6 +271,12 @@ fn run(flags: RunFlags) -> ExitCode {
         }
     };
     let data_dir = cfg.data_dir.clone();
+    // What agents must put in `server`: both schemes are served when TLS is on, unless required.
+    let schemes = match (&cfg.tls, cfg.require_tls) {
+        (None, _) => "ws",
+        (Some(_), false) => "plain ws:// too: require_tls is off",
+        (Some(_), true) => "TLS required",
+    };
     let factory = match Factory::open(Settings {
         config: cfg,
         config_path: flags.config.clone(),
@@ -288,10 +294,17 @@ fn run(flags: RunFlags) -> ExitCode {
             .map(|a| a.to_string())
             .unwrap_or_else(|_| "?".into())
     };
-    println!(
-        "autofactory: listening for agents on ws://{}",
-        addr(&listener)
-    );
+    if schemes == "ws" {
+        println!(
+            "autofactory: listening for agents on ws://{}",
+            addr(&listener)
+        );
+    } else {
+        println!(
+            "autofactory: listening for agents on wss://{} ({schemes})",
+            addr(&listener)
+        );
+    }
     match &admin {
         Some(a) => println!(
             "autofactory: admin on http://{} (/clients, /metrics)",

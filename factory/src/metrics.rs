@@ -34,11 +34,15 @@ pub enum Reason {
     IdleTimeout,
     /// The factory is shutting down.
     ShuttingDown,
+    /// The TLS handshake failed, or a TLS client reached a listener without TLS.
+    TlsHandshake,
+    /// A plain agent where `require_tls` is set.
+    TlsRequired,
 }
 
 impl Reason {
     /// Every reason, in label order.
-    pub const ALL: [Reason; 13] = [
+    pub const ALL: [Reason; 15] = [
         Reason::WsHandshake,
         Reason::HandshakeTimeout,
         Reason::TextFrame,
@@ -52,6 +56,8 @@ impl Reason {
         Reason::Replaced,
         Reason::IdleTimeout,
         Reason::ShuttingDown,
+        Reason::TlsHandshake,
+        Reason::TlsRequired,
     ];
 
     /// The Prometheus label value.
@@ -70,6 +76,8 @@ impl Reason {
             Reason::Replaced => "replaced",
             Reason::IdleTimeout => "idle_timeout",
             Reason::ShuttingDown => "shutting_down",
+            Reason::TlsHandshake => "tls_handshake",
+            Reason::TlsRequired => "tls_required",
         }
     }
 
@@ -121,7 +129,7 @@ pub struct Metrics {
     pub inventory_reopens: AtomicU64,
     /// Records changed in memory and not yet written to the store (gauge).
     pub inventory_unsaved: AtomicU64,
-    rejected: [AtomicU64; 13],
+    rejected: [AtomicU64; Reason::ALL.len()],
     /// Dead-lettered points per client id; only clients with refusals have an entry.
     dead_lettered: Mutex<BTreeMap<String, u64>>,
 }

@@ -6,6 +6,7 @@ use crate::error::Error;
 use crate::inventory::Inventory;
 use crate::metrics::{Metrics, Reason};
 use crate::session::{self, Control};
+use crate::tls::TlsListener;
 use autofact_fbs::Config;
 use smol::channel::{Receiver, Sender};
 use smol::Async;
@@ -89,6 +90,8 @@ pub(crate) struct Shared {
     pub token: RwLock<String>,
     pub inventory: Inventory,
     pub sink: Arc<dyn FactSink>,
+    /// TLS on the agent listener, when the config has a `tls` section.
+    pub tls: Option<Arc<TlsListener>>,
     pub metrics: Arc<Metrics>,
     /// What batches say for the fleet inventory measurement (see [`crate::fleet`]).
     pub fleet: crate::fleet::Observed,
@@ -162,8 +165,12 @@ impl Factory {
         let cfg = settings.config;
         std::fs::create_dir_all(&cfg.data_dir)
             .map_err(|e| Error::io(format!("create {}", cfg.data_dir.display()), e))?;
-        // The sink first: a bad sink section is a config error and should be reported
-        // before anything is created or generated.
+        // TLS and the sink first: a bad certificate or sink section is a config error and
+        // should be reported before anything is created or generated.
+        let tls = match &cfg.tls {
+            Some(files) => Some(Arc::new(TlsListener::new(files, cfg.require_tls)?)),
+            None => None,
+        };
         let metrics = Arc::new(Metrics::default());
         let sink: Arc<dyn FactSink> = match settings.sink {
             Some(s) => s,
@@ -203,6 +210,7 @@ impl Factory {
                 token: RwLock::new(token),
                 inventory,
                 sink,
+                tls,
                 metrics,
                 fleet: Default::default(),
                 sessions: Mutex::new(HashMap::new()),
@@ -276,6 +284,7 @@ impl Factory {
         cfg.data_dir = old.data_dir.clone();
         cfg.sink = old.sink.clone();
         cfg.sink_text = old.sink_text.clone();
+        self.reload_tls(&mut cfg, &old);
         if let Some(t) = &cfg.token {
             *self.shared.token.write().unwrap_or_else(|p| p.into_inner()) = t.clone();
         }
@@ -312,6 +321,32 @@ impl Factory {
         }
         crate::info!("reload: config applied, {pushed} client(s) sent a new Config");
         pushed
+    }
+
+    /// SIGHUP for TLS: re-reads the certificate (renewal without dropping agents) and takes
+    /// `require_tls`. Turning TLS on or off needs a restart; a certificate that fails to load
+    /// keeps the running one (and its files in `cfg`).
+    fn reload_tls(&self, cfg: &mut FactoryConfig, old: &FactoryConfig) {
+        let (Some(listener), Some(files)) = (&self.shared.tls, &cfg.tls) else {
+            if cfg.tls.is_some() != old.tls.is_some() {
+                crate::warn!("reload: adding or removing the tls section needs a restart");
+            }
+            cfg.tls = old.tls.clone();
+            cfg.require_tls = old.require_tls;
+            return;
+        };
+        match listener.reload(files, cfg.require_tls) {
+            Ok(()) => crate::info!(
+                "reload: TLS certificate re-read from {} (require_tls {})",
+                files.cert_file.display(),
+                cfg.require_tls
+            ),
+            Err(e) => {
+                crate::warn!("reload: keeping the running TLS certificate: {e}");
+                cfg.tls = old.tls.clone();
+                cfg.require_tls = old.require_tls;
+            }
+        }
     }
 
     /// Tells every session to stop (they finish in-flight writes, ack, and close with 1001).

@@ -105,7 +105,10 @@ pub(crate) async fn run(
     // The websocket upgrade and the Hello share one deadline: a client that connects and then
     // says nothing costs us a socket for at most the handshake timeout.
     let upgraded = or(
-        async { Some(transport::accept(stream, &limits).await) },
+        async {
+            let tls = shared.tls.as_deref();
+            Some(transport::accept(stream, &limits, tls, peer, m).await)
+        },
         async {
             Timer::at(deadline).await;
             None
@@ -115,8 +118,7 @@ pub(crate) async fn run(
     let mut ws = match upgraded {
         Some(Ok(ws)) => ws,
         Some(Err(e)) => {
-            m.reject(Reason::WsHandshake);
-            crate::info_limited!("rejected {peer}: ws_handshake ({e})");
+            e.report(peer, m);
             return;
         }
         None => {

@@ -1,20 +1,127 @@
-//! Websocket transport: the upgrade with its limits, reading one frame as a protocol event,
-//! sending encoded messages, and the reject-then-close sequence. Knows nothing of sessions.
+//! Websocket transport: TLS or plain on one port (told apart by the first byte), the upgrade
+//! with its limits, reading one frame as a protocol event, sending encoded messages, and the
+//! reject-then-close sequence. Knows nothing of sessions.
 
 use crate::config::Limits;
 use crate::metrics::{Metrics, Reason};
+use crate::tls::TlsListener;
 use async_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use async_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use async_tungstenite::tungstenite::{Error as WsError, Message as WsMessage};
 use async_tungstenite::WebSocketStream;
 use autofact_fbs::{Message, Reject, RejectCode};
+use smol::io::{AsyncRead, AsyncWrite};
 use smol::stream::StreamExt;
 use smol::Async;
+use std::fmt;
+use std::io;
 use std::net::{SocketAddr, TcpStream};
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 /// An accepted websocket.
-pub type Ws = WebSocketStream<Async<TcpStream>>;
+pub type Ws = WebSocketStream<Stream>;
+
+/// The byte stream under a websocket: plain TCP or TLS over TCP.
+#[derive(Debug)]
+pub enum Stream {
+    /// `ws://`.
+    Plain(Async<TcpStream>),
+    /// `wss://`; boxed, rustls's state is a few kB.
+    Tls(Box<futures_rustls::server::TlsStream<Async<TcpStream>>>),
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_close(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_close(cx),
+        }
+    }
+}
+
+/// Why a connection ended before its websocket was up.
+#[derive(Debug)]
+pub enum AcceptError {
+    /// The TLS handshake failed (a client that does not trust our certificate, garbage).
+    Tls(io::Error),
+    /// A TLS client on a listener without a `tls` section.
+    TlsNotConfigured,
+    /// The websocket upgrade failed.
+    Ws(WsError),
+    /// A plain agent where `require_tls` is set: it was sent Reject{TlsRequired}, and that
+    /// refusal was counted and logged already.
+    TlsRequired,
+}
+
+impl AcceptError {
+    /// The rejection reason it is counted under.
+    pub fn reason(&self) -> Reason {
+        match self {
+            AcceptError::Tls(_) | AcceptError::TlsNotConfigured => Reason::TlsHandshake,
+            AcceptError::Ws(_) => Reason::WsHandshake,
+            AcceptError::TlsRequired => Reason::TlsRequired,
+        }
+    }
+
+    /// Counts and logs the refusal (once: [`AcceptError::TlsRequired`] already was).
+    pub fn report(&self, peer: SocketAddr, metrics: &Metrics) {
+        if matches!(self, AcceptError::TlsRequired) {
+            return;
+        }
+        metrics.reject(self.reason());
+        crate::info_limited!("rejected {peer}: {} ({self})", self.reason().label());
+    }
+}
+
+impl fmt::Display for AcceptError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AcceptError::Tls(e) => write!(f, "TLS handshake failed: {e}"),
+            AcceptError::TlsNotConfigured => write!(
+                f,
+                "a TLS client on a plain listener (give the factory a tls section, or use ws://)"
+            ),
+            AcceptError::Ws(e) => e.fmt(f),
+            AcceptError::TlsRequired => write!(f, "plain connection refused: require_tls"),
+        }
+    }
+}
+
+/// The first byte of every TLS connection: a handshake record.
+const TLS_HANDSHAKE: u8 = 0x16;
 
 /// How long a closing connection may take to answer our close frame before it is dropped.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
@@ -34,9 +141,44 @@ pub fn ws_config(limits: &Limits) -> WebSocketConfig {
         .max_frame_size(Some(limits.max_message_bytes))
 }
 
-/// Performs the websocket upgrade on an accepted TCP stream (the caller bounds it in time).
-pub async fn accept(stream: Async<TcpStream>, limits: &Limits) -> Result<Ws, WsError> {
-    async_tungstenite::accept_async_with_config(stream, Some(ws_config(limits))).await
+/// Performs TLS when the client starts with a TLS handshake, then the websocket upgrade on an
+/// accepted TCP stream (the caller bounds it in time). A plain websocket client starts with
+/// `GET`, so one port serves both; with `require_tls` a plain one is upgraded only to be told
+/// Reject{TlsRequired}, which the agent reports in words.
+pub async fn accept(
+    tcp: Async<TcpStream>,
+    limits: &Limits,
+    tls: Option<&TlsListener>,
+    peer: SocketAddr,
+    metrics: &Metrics,
+) -> Result<Ws, AcceptError> {
+    let mut first = [0u8; 1];
+    // Peek, not read: the byte stays for rustls or the HTTP parser. A client that closes
+    // without a byte is left to the websocket upgrade, which reports it.
+    let is_tls = matches!(tcp.peek(&mut first).await, Ok(1) if first[0] == TLS_HANDSHAKE);
+    let stream = match (is_tls, tls) {
+        (true, Some(t)) => Stream::Tls(Box::new(
+            t.acceptor().accept(tcp).await.map_err(AcceptError::Tls)?,
+        )),
+        (true, None) => return Err(AcceptError::TlsNotConfigured),
+        (false, _) => Stream::Plain(tcp),
+    };
+    let mut ws = async_tungstenite::accept_async_with_config(stream, Some(ws_config(limits)))
+        .await
+        .map_err(AcceptError::Ws)?;
+    if !is_tls && tls.is_some_and(|t| t.require_tls()) {
+        reject(
+            &mut ws,
+            peer,
+            metrics,
+            Reason::TlsRequired,
+            RejectCode::TlsRequired,
+            "this factory requires TLS: use a wss:// server URL and a ca_file",
+        )
+        .await;
+        return Err(AcceptError::TlsRequired);
+    }
+    Ok(ws)
 }
 
 /// One thing read from the peer.

@@ -284,10 +284,12 @@ fn the_fleet_inventory_goes_to_the_sink_on_connect_and_on_disconnect() {
             first.starts_with("autofact_client,agent_version=0.1.0,"),
             "{first}"
         );
-        let config_hash = format!(
-            "config_hash=\"{:016x}\"",
-            autofact_fbs::Config::default().hash()
-        );
+        // The factory's default Config carries its default message size limit (4 MiB).
+        let config = autofact_fbs::Config {
+            max_message_bytes: 4 * 1024 * 1024,
+            ..autofact_fbs::Config::default()
+        };
+        let config_hash = format!("config_hash=\"{:016x}\"", config.hash());
         assert!(first.contains(&config_hash), "{first}");
         // The batch said the agent applied Config 0x1234, not the one the factory sent: a change,
         // written at once.

@@ -18,6 +18,7 @@ mod fleet_page;
 mod happy;
 mod identity;
 mod scale_out;
+mod tls;
 mod victoria;
 
 use autofact_tests::harness::{

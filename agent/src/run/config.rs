@@ -1,5 +1,6 @@
-//! The agent's own config file (`autofact run --config FILE`): where the factory is, where to keep
-//! state, and the enrollment credentials. Behaviour (periods, intervals, caps) is not here: the
+//! The agent's own config file (`autofact run --config FILE`): where the factory is and how to
+//! trust it (`ca_file`, `pin_sha256` for `wss://`), where to keep state, and the enrollment
+//! credentials. Behaviour (periods, intervals, caps) is not here: the
 //! factory pushes it.
 //!
 //! The file is JSON, read with nanoserde's tokenizer. The object is walked by hand instead of
@@ -39,27 +40,50 @@ pub struct Server {
     pub port: u16,
     /// Request path, starting with `/`.
     pub path: String,
+    /// `wss://`: what to trust (from the config's `ca_file` and `pin_sha256`); `None` = `ws://`.
+    pub tls: Option<Trust>,
 }
 
 impl Server {
-    /// Parses `host`, `host:port`, `[v6]:port` or `ws://host[:port][/path]`.
-    pub fn parse(s: &str) -> Result<Server, String> {
+    /// Parses `host`, `host:port`, `[v6]:port`, `ws://host[:port][/path]` or the same with
+    /// `wss://`; `trust` is required with `wss://` and refused otherwise.
+    pub fn parse(s: &str, trust: Option<Trust>) -> Result<Server, String> {
         let s = s.trim();
         if s.is_empty() {
             return Err("is empty".into());
         }
-        let rest = if let Some(rest) = s.strip_prefix("ws://") {
-            rest
-        } else if s.starts_with("wss://") {
-            // No TLS stack in the agent on purpose (size); a TLS terminator in front of the
-            // factory is the supported way.
-            return Err("wss:// is not supported (the agent speaks plain ws://)".into());
+        let (rest, tls) = if let Some(rest) = s.strip_prefix("ws://") {
+            (rest, false)
+        } else if let Some(rest) = s.strip_prefix("wss://") {
+            (rest, true)
         } else if s.contains("://") {
             return Err(format!(
-                "`{s}` has an unsupported scheme (use host:port or ws://)"
+                "`{s}` has an unsupported scheme (use host:port, ws:// or wss://)"
             ));
         } else {
-            s
+            (s, false)
+        };
+        let tls = match (tls, trust) {
+            (true, _) if !cfg!(feature = "tls") => {
+                return Err(format!(
+                    "`{s}` is wss:// but this agent was built without TLS (the `tls` cargo feature)"
+                ))
+            }
+            (true, None) => {
+                return Err(format!(
+                    "`{s}` is wss:// but `ca_file` is missing (the PEM file of the CA that signed \
+                     the factory's certificate; the agent reads no system root store)"
+                ))
+            }
+            // Refused rather than ignored: a user who set a CA believes the link is encrypted.
+            (false, Some(_)) => {
+                return Err(format!(
+                    "`{s}` is not wss://, but `ca_file`/`pin_sha256` are set: use a wss:// URL \
+                     (or remove them for a plain ws:// link)"
+                ))
+            }
+            (true, Some(t)) => Some(t),
+            (false, None) => None,
         };
         let (authority, path) = match rest.find('/') {
             Some(i) => (&rest[..i], rest[i..].to_string()),
@@ -98,15 +122,17 @@ impl Server {
             host: host.to_string(),
             port,
             path,
+            tls,
         })
     }
 
     /// The websocket URL used in the handshake request.
     pub fn url(&self) -> String {
+        let scheme = if self.tls.is_some() { "wss" } else { "ws" };
         if self.host.contains(':') {
-            format!("ws://[{}]:{}{}", self.host, self.port, self.path)
+            format!("{scheme}://[{}]:{}{}", self.host, self.port, self.path)
         } else {
-            format!("ws://{}:{}{}", self.host, self.port, self.path)
+            format!("{scheme}://{}:{}{}", self.host, self.port, self.path)
         }
     }
 }
@@ -119,6 +145,71 @@ impl fmt::Display for Server {
             write!(f, "{}:{}", self.host, self.port)
         }
     }
+}
+
+/// What the agent trusts for `wss://`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Trust {
+    /// PEM bundle of the CA certificates that may sign the factory's certificate.
+    pub ca_file: PathBuf,
+    /// SHA-256s of the factory certificate's SubjectPublicKeyInfo (DER) any one of which it
+    /// must show; empty = not pinned. More than one lets a key rotation be rolled out.
+    pub pin_sha256: Vec<[u8; 32]>,
+}
+
+/// Parses `pin_sha256`: 64 hex digits, or 44 characters of standard base64 (what
+/// `openssl ... | openssl dgst -sha256 -binary | base64` prints).
+pub fn parse_pin(s: &str) -> Result<[u8; 32], String> {
+    let s = s.trim();
+    let bytes = if s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit()) {
+        (0..32)
+            .map(|i| u8::from_str_radix(&s[2 * i..2 * i + 2], 16).map_err(|e| e.to_string()))
+            .collect::<Result<Vec<u8>, String>>()?
+    } else {
+        base64_decode(s).ok_or_else(|| {
+            format!("`{s}` is neither 64 hex digits nor base64 of a SHA-256 (44 characters)")
+        })?
+    };
+    bytes
+        .try_into()
+        .map_err(|b: Vec<u8>| format!("`{s}` is {} bytes, a SHA-256 is 32", b.len()))
+}
+
+fn base64_decode(s: &str) -> Option<Vec<u8>> {
+    let val = |c: u8| -> Option<u32> {
+        Some(match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => return None,
+        } as u32)
+    };
+    let s = s.as_bytes();
+    if s.is_empty() || s.len() % 4 != 0 {
+        return None;
+    }
+    let mut out = Vec::with_capacity(s.len() / 4 * 3);
+    for chunk in s.chunks(4) {
+        let pad = chunk.iter().rev().take_while(|&&c| c == b'=').count();
+        if pad > 2 {
+            return None;
+        }
+        let mut n = 0u32;
+        for &c in &chunk[..4 - pad] {
+            n = (n << 6) | val(c)?;
+        }
+        n <<= 6 * pad as u32;
+        let bytes = [(n >> 16) as u8, (n >> 8) as u8, n as u8];
+        out.extend_from_slice(&bytes[..3 - pad]);
+    }
+    Some(out)
+}
+
+/// Lowercase hex of `bytes`.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Why the config file was refused; the message is one line meant for a human.
@@ -145,26 +236,58 @@ impl std::error::Error for ConfigError {
 }
 
 impl AgentConfig {
-    /// Reads and validates the config file.
+    /// Reads and validates the config file, and with `wss://` the CA file it names (a missing
+    /// or empty CA file is a config error at start, not a retry loop).
     pub fn load(path: &Path) -> Result<AgentConfig, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
             path: path.to_path_buf(),
             problem: format!("cannot read: {e}"),
             source: Some(e),
         })?;
-        AgentConfig::parse(&text).map_err(|problem| ConfigError {
+        let bad = |problem| ConfigError {
             path: path.to_path_buf(),
             problem,
             source: None,
-        })
+        };
+        let config = AgentConfig::parse(&text).map_err(bad)?;
+        #[cfg(feature = "tls")]
+        if let Some(t) = &config.server.tls {
+            super::tls::load_roots(&t.ca_file).map_err(|e| bad(format!("`ca_file` {e}")))?;
+        }
+        Ok(config)
     }
 
     /// Parses and validates config text; the error is one line naming the problem.
     pub fn parse(text: &str) -> Result<AgentConfig, String> {
         let raw = parse_raw(text)?;
+        // One pin, or several separated by commas (the current key and the next one).
+        let pin_sha256 = match &raw.pin_sha256 {
+            Some(p) => p
+                .split(',')
+                .map(|one| parse_pin(one).map_err(|e| format!("`pin_sha256` {e}")))
+                .collect::<Result<Vec<_>, _>>()?,
+            None => Vec::new(),
+        };
+        let trust = match (raw.ca_file, pin_sha256) {
+            (Some(f), pin_sha256) if !f.trim().is_empty() => Some(Trust {
+                ca_file: PathBuf::from(f),
+                pin_sha256,
+            }),
+            (Some(_), _) => return Err("`ca_file` is empty".into()),
+            (None, pins) if !pins.is_empty() => {
+                return Err(
+                    "`pin_sha256` needs `ca_file` and a wss:// server (the pin is checked \
+                            on top of the CA, never instead of it)"
+                        .into(),
+                )
+            }
+            (None, _) => None,
+        };
         let server = match raw.server {
-            Some(s) => Server::parse(&s).map_err(|e| format!("`server` {e}"))?,
-            None => return Err("missing key `server` (\"host:port\" or a ws:// URL)".into()),
+            Some(s) => Server::parse(&s, trust).map_err(|e| format!("`server` {e}"))?,
+            None => {
+                return Err("missing key `server` (\"host:port\", a ws:// or a wss:// URL)".into())
+            }
         };
         let data_dir = match raw.data_dir {
             Some(d) if !d.trim().is_empty() => PathBuf::from(d),
@@ -204,9 +327,11 @@ struct Raw {
     region: Option<String>,
     zone: Option<String>,
     hostname: Option<String>,
+    ca_file: Option<String>,
+    pin_sha256: Option<String>,
 }
 
-const KEYS: &str = "server, data_dir, token, region, zone, hostname";
+const KEYS: &str = "server, data_dir, token, region, zone, hostname, ca_file, pin_sha256";
 
 /// Walks one JSON object of string values.
 fn parse_raw(text: &str) -> Result<Raw, String> {
@@ -244,6 +369,8 @@ fn parse_raw(text: &str) -> Result<Raw, String> {
             "region" => &mut raw.region,
             "zone" => &mut raw.zone,
             "hostname" => &mut raw.hostname,
+            "ca_file" => &mut raw.ca_file,
+            "pin_sha256" => &mut raw.pin_sha256,
             _ => return Err(format!("unknown key `{key}` (known: {KEYS})")),
         };
         if s.tok == DeJsonTok::Eof {
@@ -287,16 +414,89 @@ mod tests {
 
     #[test]
     fn server_forms() {
-        let s = Server::parse("10.0.0.1").unwrap_or_else(|e| panic!("{e}"));
+        let s = Server::parse("10.0.0.1", None).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!((s.host.as_str(), s.port), ("10.0.0.1", DEFAULT_PORT));
-        let s = Server::parse("[::1]:8000").unwrap_or_else(|e| panic!("{e}"));
+        let s = Server::parse("[::1]:8000", None).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!((s.host.as_str(), s.port), ("::1", 8000));
         assert_eq!(s.url(), "ws://[::1]:8000/");
-        assert!(Server::parse("wss://x").is_err());
-        assert!(Server::parse("http://x").is_err());
-        assert!(Server::parse("x:0").is_err());
-        assert!(Server::parse("x:99999").is_err());
-        assert!(Server::parse(":80").is_err());
+        assert!(Server::parse("wss://x", None).is_err());
+        assert!(Server::parse("http://x", None).is_err());
+        assert!(Server::parse("x:0", None).is_err());
+        assert!(Server::parse("x:99999", None).is_err());
+        assert!(Server::parse(":80", None).is_err());
+    }
+
+    #[test]
+    fn wss_takes_ca_file_and_pin() {
+        let other = "ff".repeat(32);
+        let text = format!(
+            r#"{{"server": "wss://factory.lan/", "data_dir": "/d", "ca_file": "/etc/autofact/ca.pem",
+                 "pin_sha256": "AAcOFRwjKjE4P0ZNVFtiaXB3foWMk5qhqK+2vcTL0tk=, {other}"}}"#
+        );
+        let text = text.as_str();
+        match AgentConfig::parse(text) {
+            Ok(c) if cfg!(feature = "tls") => {
+                assert_eq!(c.server.url(), "wss://factory.lan:8675/");
+                let t = c.server.tls.unwrap_or_else(|| panic!("no trust"));
+                assert_eq!(t.ca_file, PathBuf::from("/etc/autofact/ca.pem"));
+                assert_eq!(
+                    t.pin_sha256,
+                    vec![std::array::from_fn(|i| i as u8 * 7), [0xff; 32]]
+                );
+            }
+            Ok(c) => panic!("parsed without the tls feature: {c:?}"),
+            Err(e) => assert!(
+                !cfg!(feature = "tls") && e.contains("built without TLS"),
+                "{e}"
+            ),
+        }
+        let cases = [
+            (
+                r#"{"server": "wss://h", "data_dir": "/d"}"#,
+                "`ca_file` is missing",
+            ),
+            (
+                r#"{"server": "ws://h", "data_dir": "/d", "ca_file": "/ca.pem"}"#,
+                "is not wss://",
+            ),
+            (
+                r#"{"server": "h:1", "data_dir": "/d", "ca_file": "/ca.pem"}"#,
+                "is not wss://",
+            ),
+            (
+                r#"{"server": "wss://h", "data_dir": "/d", "pin_sha256": "AAcOFRwjKjE4P0ZNVFtiaXB3foWMk5qhqK+2vcTL0tk="}"#,
+                "`pin_sha256` needs `ca_file`",
+            ),
+            (
+                r#"{"server": "wss://h", "data_dir": "/d", "ca_file": "/c", "pin_sha256": "abcd"}"#,
+                "`pin_sha256` `abcd` is 3 bytes, a SHA-256 is 32",
+            ),
+        ];
+        for (text, want) in cases {
+            match AgentConfig::parse(text) {
+                Ok(c) => panic!("{text} parsed as {c:?}"),
+                Err(e) => assert!(
+                    e.contains(want) || (!cfg!(feature = "tls") && e.contains("without TLS")),
+                    "{text}: {e} lacks {want}"
+                ),
+            }
+        }
+    }
+
+    #[test]
+    fn pin_in_hex_or_base64() {
+        let want: [u8; 32] = std::array::from_fn(|i| i as u8 * 7);
+        let hex_form = hex(&want);
+        assert_eq!(parse_pin(&hex_form), Ok(want));
+        assert_eq!(parse_pin(&hex_form.to_uppercase()), Ok(want));
+        // Computed independently: python3 -c 'import base64;
+        // print(base64.b64encode(bytes(i*7 for i in range(32))).decode())'
+        let b64 = "AAcOFRwjKjE4P0ZNVFtiaXB3foWMk5qhqK+2vcTL0tk=";
+        assert_eq!(parse_pin(b64), Ok(want));
+        assert!(parse_pin("abc").is_err());
+        assert!(parse_pin(&hex_form[..62]).is_err());
+        assert!(parse_pin("AAcOFRwjKjE4P0ZNVFtiaXB3foWMk5qhqK+2vcTL").is_err());
+        assert!(parse_pin("AAcOFRwjKjE4P0ZNVFtiaXB3foWMk5qhqK+2vcTL0t!=").is_err());
     }
 
     #[test]

@@ -5,7 +5,8 @@
 //! # Layout
 //! - [`config`]: the agent's JSON config file (server, data_dir, token, region, zone, hostname).
 //! - [`state`]: identity and last Config kept in `data_dir`, written atomically.
-//! - [`transport`]: resolve, TCP connect, websocket handshake, with timeouts and size limits.
+//! - [`transport`]: resolve, TCP connect, TLS (`wss://`, see `tls`), websocket handshake, with
+//!   timeouts and size limits.
 //! - [`schedule`]: the collection thread: per-kind periods, a push request per push interval.
 //! - [`queue`]: the store thread (snapshots to disk at collection, batches at each push, fsync),
 //!   the memory queue used while the disk refuses writes, dead letters.
@@ -25,6 +26,8 @@ pub mod schedule;
 pub mod session;
 pub mod signals;
 pub mod state;
+#[cfg(feature = "tls")]
+pub mod tls;
 pub mod transport;
 
 pub use config::{AgentConfig, ConfigError, Server};

@@ -14,9 +14,12 @@ pub struct SinkConfig {
     /// `"file"` (the default) or `"influxdb"`.
     #[nserde(default_with = "d_kind")]
     pub kind: String,
-    /// InfluxDB base URL, plain http (minreq is built without TLS).
+    /// InfluxDB base URL: `http://host:port` or `https://host[:port]`.
     #[nserde(default_with = "d_url")]
     pub url: String,
+    /// For an https `url`: the PEM file of the CA that signed the store's certificate; empty =
+    /// the system's CA bundle.
+    pub ca_file: String,
     /// `"v1"` (InfluxDB 1.x `/write`) or `"v2"` (2.x and 3.x `/api/v2/write`).
     #[nserde(default_with = "d_api")]
     pub api: String,
@@ -96,6 +99,7 @@ impl Default for SinkConfig {
         SinkConfig {
             kind: d_kind(),
             url: d_url(),
+            ca_file: String::new(),
             api: d_api(),
             database: d_database(),
             username: String::new(),
@@ -145,6 +149,8 @@ pub(crate) enum Target {
         timeout: Duration,
         /// Writer threads, each with one request in flight.
         writers: usize,
+        /// For https: the CA to trust instead of the system's bundle.
+        ca_file: Option<PathBuf>,
     },
 }
 
@@ -183,15 +189,24 @@ impl SinkConfig {
             },
             "influxdb" => {
                 let base = self.url.trim_end_matches('/');
-                let Some(rest) = base.strip_prefix("http://") else {
+                let Some(rest) = base
+                    .strip_prefix("http://")
+                    .or_else(|| base.strip_prefix("https://"))
+                else {
                     return bad(format!(
-                        "sink.url {:?}: only http:// is supported (minreq is built without TLS)",
+                        "sink.url {:?}: expected http:// or https://",
                         self.url
                     ));
                 };
                 if rest.is_empty() || rest.contains('/') || rest.contains('?') {
                     return bad(format!(
-                        "sink.url {:?}: expected http://host:port with no path",
+                        "sink.url {:?}: expected http(s)://host:port with no path",
+                        self.url
+                    ));
+                }
+                if !self.ca_file.is_empty() && !base.starts_with("https://") {
+                    return bad(format!(
+                        "sink.ca_file is set but sink.url {:?} is not https://",
                         self.url
                     ));
                 }
@@ -238,6 +253,7 @@ impl SinkConfig {
                     api,
                     timeout: Duration::from_millis(self.timeout_ms),
                     writers: self.writers,
+                    ca_file: (!self.ca_file.is_empty()).then(|| PathBuf::from(&self.ca_file)),
                 }
             }
             other => {

@@ -11,6 +11,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use nanoserde::DeJson;
 
 use super::config::Api;
+use super::https::{self, Reply};
 use super::writer::{Attempt, Backend};
 
 /// Writes to one InfluxDB.
@@ -23,6 +24,9 @@ pub(crate) struct InfluxBackend {
     write_url: String,
     /// `Authorization` header value, if any.
     auth: Option<String>,
+    /// For an https `base`: requests go through [`https`] (minreq cannot take a private CA).
+    tls: Option<std::sync::Arc<rustls::ClientConfig>>,
+    timeout: Duration,
 }
 
 impl InfluxBackend {
@@ -59,15 +63,25 @@ impl InfluxBackend {
             timeout_secs: timeout.as_millis().div_ceil(1000).max(1) as u64,
             write_url,
             auth,
+            tls: None,
+            timeout,
         }
     }
 
-    fn post(
-        &self,
-        url: &str,
-        content_type: &str,
-        body: &[u8],
-    ) -> Result<minreq::Response, minreq::Error> {
+    /// Sends requests over TLS with this config (an https `base`).
+    pub(crate) fn with_tls(mut self, tls: Option<std::sync::Arc<rustls::ClientConfig>>) -> Self {
+        self.tls = tls;
+        self
+    }
+
+    fn post(&self, url: &str, content_type: &str, body: &[u8]) -> Result<Reply, String> {
+        if let Some(tls) = &self.tls {
+            let mut headers = vec![("Content-Type", content_type)];
+            if let Some(a) = &self.auth {
+                headers.push(("Authorization", a.as_str()));
+            }
+            return https::post(tls, url, &headers, body, self.timeout);
+        }
         let mut req = minreq::post(url)
             .with_header("Content-Type", content_type)
             .with_timeout(self.timeout_secs)
@@ -75,7 +89,7 @@ impl InfluxBackend {
         if let Some(a) = &self.auth {
             req = req.with_header("Authorization", a.as_str());
         }
-        req.send()
+        req.send().map(Reply::from).map_err(|e| e.to_string())
     }
 
     /// `CREATE DATABASE` through `/query` (1.x); Err carries why it did not work.
@@ -221,7 +235,7 @@ struct ErrorBody {
 }
 
 /// The error InfluxDB gave, from the answer.
-pub(crate) fn error_message(resp: &minreq::Response) -> String {
+pub(crate) fn error_message(resp: &Reply) -> String {
     error_text(
         resp.as_str().unwrap_or(""),
         resp.header("x-influxdb-error"),

@@ -34,6 +34,7 @@ pub mod replay;
 
 mod backoff;
 mod file;
+mod https;
 mod influx;
 mod writer;
 
@@ -143,13 +144,27 @@ impl Sink {
                 api,
                 timeout,
                 writers,
-            } => Sink::spawn(
-                writers,
-                || influx::InfluxBackend::new(base.clone(), api.clone(), timeout),
-                batching,
-                metrics,
-                dead,
-            ),
+                ca_file,
+            } => {
+                // https: the CA is read once here, so a bad ca_file stops the start.
+                let tls = match base.starts_with("https://") {
+                    true => Some(
+                        https::client_config(ca_file.as_deref())
+                            .map_err(|e| SinkError::Config(format!("sink.ca_file: {e}")))?,
+                    ),
+                    false => None,
+                };
+                Sink::spawn(
+                    writers,
+                    || {
+                        influx::InfluxBackend::new(base.clone(), api.clone(), timeout)
+                            .with_tls(tls.clone())
+                    },
+                    batching,
+                    metrics,
+                    dead,
+                )
+            }
         }
     }
 

@@ -64,7 +64,8 @@ fn influx_v1_and_v2_configs_validate() {
                 create_database: true
             },
             timeout: Duration::from_millis(2500),
-            writers: 2
+            writers: 2,
+            ca_file: None,
         }
     );
     let cfg = SinkConfig::deserialize_json(
@@ -90,7 +91,11 @@ fn bad_configs_name_the_field() {
     for (json, field) in [
         (r#"{"kind":"kafka"}"#, "sink.kind"),
         (r#"{"kind":"influxdb","api":"v9"}"#, "sink.api"),
-        (r#"{"kind":"influxdb","url":"https://x:8086"}"#, "sink.url"),
+        (r#"{"kind":"influxdb","url":"ftp://x:8086"}"#, "sink.url"),
+        (
+            r#"{"kind":"influxdb","url":"http://x:8086","ca_file":"/ca.pem"}"#,
+            "sink.ca_file",
+        ),
         (
             r#"{"kind":"influxdb","url":"http://x:8086/prefix"}"#,
             "sink.url",
