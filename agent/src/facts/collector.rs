@@ -79,25 +79,18 @@ impl Kinds {
         self.0 & other.0 != 0
     }
 
+    /// The kind at `i` of [`autofact_fbs::FACT_KINDS`]: the bits are the table's indexes.
+    pub const fn of_index(i: usize) -> Kinds {
+        Kinds(1 << i)
+    }
+
     /// The kinds whose period is not 0 (enabled by the factory's Config).
     pub fn enabled(p: &Periods) -> Kinds {
-        let pairs = [
-            (p.cpu_ms, Kinds::CPU),
-            (p.kernel_ms, Kinds::KERNEL),
-            (p.mem_ms, Kinds::MEM),
-            (p.swap_ms, Kinds::SWAP),
-            (p.system_ms, Kinds::SYSTEM),
-            (p.net_ms, Kinds::NET),
-            (p.diskio_ms, Kinds::DISKIO),
-            (p.disk_ms, Kinds::DISK),
-            (p.temp_ms, Kinds::TEMP),
-            (p.health_ms, Kinds::HEALTH),
-            (p.processes_ms, Kinds::PROCESSES),
-        ];
-        pairs
+        p.slots()
             .into_iter()
-            .filter(|(ms, _)| *ms != 0)
-            .fold(Kinds::NONE, |acc, (_, k)| acc | k)
+            .enumerate()
+            .filter(|(_, ms)| *ms != 0)
+            .fold(Kinds::NONE, |acc, (i, _)| acc | Kinds::of_index(i))
     }
 }
 
