@@ -1,7 +1,9 @@
 //! The admin listener: a deliberately tiny HTTP/1.1 server (one request per connection, GET
-//! only) serving `GET /` (the fleet page, plain HTML), `GET /clients` (JSON inventory) and
+//! only) serving `GET /` (the fleet page: one self-contained HTML page whose inline script
+//! renders, sorts and refreshes the `/clients` document), `GET /clients` (JSON inventory) and
 //! `GET /metrics` (Prometheus text). Also the client side used by `autofactory clients`. The
-//! fleet page and the `clients` table show the same columns, from one function.
+//! fleet page's no-script fallback and the `clients` table show the same columns, from one
+//! function.
 
 // nanoserde's DeJson derive expands to `match .. { Some(t) => t, None => return .. }`.
 #![allow(clippy::question_mark)]
