@@ -8,6 +8,11 @@
 #
 #   bench/agent_vs_collectd.sh              # 60 s, agent pushes every 1 s
 #   SECONDS_TO_RUN=120 PUSH_MS=10000 bench/agent_vs_collectd.sh
+#   AGENT_BUILD=glibc bench/agent_vs_collectd.sh   # the plain `cargo build --release` agent
+#
+# The agent measured is the one shipped for x86_64 (issue 19.6): the static musl build with std
+# built for size, from `cross/build x86_64-unknown-linux-musl` (AGENT_VARIANT=plain for the
+# build without TLS). Every fact kind is on, `processes` included.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -28,6 +33,18 @@ fi
 echo "==> building (release)"
 cargo build --release --quiet -p autofact -p autofactory
 bin=$root/target/release
+agent_bin=$bin/autofact
+case "${AGENT_BUILD:-musl}" in
+musl)
+  variant=${AGENT_VARIANT:-tls}
+  cross/build x86_64-unknown-linux-musl "$variant"
+  agent_bin=${CARGO_TARGET_DIR:-$root/target}/x86_64-unknown-linux-musl/release/autofact
+  [ "$variant" = plain ] && agent_bin=$agent_bin-plain
+  ;;
+glibc) ;;
+*) echo "AGENT_BUILD must be musl or glibc" >&2; exit 2 ;;
+esac
+echo "==> agent binary: $agent_bin ($(stat -c %s "$agent_bin") bytes; $(file -b "$agent_bin" | cut -d, -f1-2))"
 
 dir=$(mktemp -d "${TMPDIR:-/tmp}/autofact-vs-collectd.XXXXXX")
 pids=()
@@ -67,7 +84,7 @@ cat > "$dir/factory.json" <<JSON
   "token": "$token",
   "defaults": { "periods": { "cpu_ms": 1000, "kernel_ms": 1000, "mem_ms": 1000, "swap_ms": 1000,
                              "system_ms": 1000, "net_ms": 1000, "diskio_ms": 1000, "disk_ms": 1000,
-                             "temp_ms": 1000, "health_ms": 1000 },
+                             "temp_ms": 1000, "health_ms": 1000, "processes_ms": 1000 },
                 "push_interval_ms": $push_ms } }
 JSON
 cat > "$dir/agent.json" <<JSON
@@ -104,7 +121,7 @@ for _ in $(seq 100); do curl -fs -o /dev/null "http://127.0.0.1:$admin/metrics" 
 echo "==> machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), kernel $(uname -r); $("$collectd" -h 2>&1 | grep -m1 -o 'collectd [0-9][0-9.]*[0-9]')"
 echo "==> load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "==> running autofact and collectd for ${run_for} s (agent push interval ${push_ms} ms)"
-"$bin/autofact" run --config "$dir/agent.json" > "$dir/agent.log" 2>&1 &
+"$agent_bin" run --config "$dir/agent.json" > "$dir/agent.log" 2>&1 &
 agent_pid=$!
 pids+=("$agent_pid")
 "$collectd" -f -C "$dir/collectd.conf" > "$dir/collectd.log" 2>&1 &

@@ -156,3 +156,30 @@ fn truncated_files_are_errors_not_wrong_values() -> std::io::Result<()> {
     assert!(loadavg::parse("0.74 2.").is_err());
     Ok(())
 }
+
+/// `Procfs` (what the tests read captured trees with) reads through the collector's own
+/// reader: the same bound on a file that is no kernel text file, the path in the error, and a
+/// missing file reported as not found (issue 19.2, one read path).
+#[test]
+fn procfs_reads_through_the_collectors_reader() {
+    let root = std::env::temp_dir().join(format!("autofact-readpath-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    std::fs::create_dir_all(&root).expect("temp dir");
+    // 17 MiB: above the collector's 16 MiB bound for a kernel file.
+    std::fs::write(root.join("meminfo"), vec![b'x'; 17 << 20]).expect("write");
+    let procfs = autofact::facts::Procfs::new(&root);
+    let e = procfs.meminfo().expect_err("a 17 MiB meminfo is refused");
+    let text = e.to_string();
+    assert!(
+        matches!(e, autofact::facts::FactsError::Io { .. }) && text.contains("larger than 16 MiB"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&root.join("meminfo").display().to_string()),
+        "{text}"
+    );
+    let missing = procfs.loadavg().expect_err("no loadavg");
+    assert!(missing.is_not_found(), "{missing}");
+    assert_eq!(missing.path(), root.join("loadavg"));
+    let _ = std::fs::remove_dir_all(&root);
+}

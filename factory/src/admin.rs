@@ -1,7 +1,9 @@
 //! The admin listener: a deliberately tiny HTTP/1.1 server (one request per connection, GET
-//! only) serving `GET /` (the fleet page, plain HTML), `GET /clients` (JSON inventory) and
+//! only) serving `GET /` (the fleet page: one self-contained HTML page whose inline script
+//! renders, sorts and refreshes the `/clients` document), `GET /clients` (JSON inventory) and
 //! `GET /metrics` (Prometheus text). Also the client side used by `autofactory clients`. The
-//! fleet page and the `clients` table show the same columns, from one function.
+//! fleet page's no-script fallback and the `clients` table show the same columns, from one
+//! function.
 
 // nanoserde's DeJson derive expands to `match .. { Some(t) => t, None => return .. }`.
 #![allow(clippy::question_mark)]
@@ -44,6 +46,9 @@ pub struct ClientView {
     pub connected: bool,
     /// Batches the client has not yet had acknowledged, from its latest health fact.
     pub backlog: Option<u64>,
+    /// Batches the agent dropped at its buffer cap since it started, from its latest health
+    /// fact seen by this factory since it started (kept in memory only).
+    pub dropped: Option<u64>,
     /// The `host` tag of its points: the hostname, or `hostname~<8 hex of the id>` when
     /// another client held that hostname first.
     pub host_tag: String,
@@ -102,6 +107,7 @@ impl Factory {
             .into_iter()
             .map(|r| ClientView {
                 connected: connected.contains(&r.id),
+                dropped: self.shared.fleet.dropped(&r.id),
                 host_tag: r.tag().to_string(),
                 duplicate_hostname: names.get(r.name()).is_some_and(|n| *n > 1),
                 installation: r.installation,
@@ -480,7 +486,108 @@ fn html_escape(s: &str) -> String {
     out
 }
 
-/// The fleet page: the `clients` table as plain HTML (no script, no external resource).
+/// The fleet page's script: renders the rows from the inventory JSON (embedded in the page,
+/// then fetched from `clients` every [`REFRESH_SECS`] s), sorts them by the column whose
+/// header was clicked (again: reversed), and keeps the sort in the address (`?sort=backlog`,
+/// `?sort=-backlog` for descending) so a reload or a bookmark keeps it. Cells are set with
+/// `textContent`, never as HTML, so nothing an agent sends can become markup. A field the
+/// factory does not serve (`clock_offset_ms` before clock correction) leaves its cell empty.
+const FLEET_JS: &str = r#"
+"use strict";
+const num = (v) => (typeof v === "number" ? v : null);
+const iso = (s) => (s ? new Date(s * 1000).toISOString().replace(".000Z", "Z") : "");
+const config = (c) => {
+  if (c.config_status === "applied") return c.config_current ? "applied" : "stale";
+  if (c.config_status === "failed") return c.config_error ? "failed: " + c.config_error : "failed";
+  return "";
+};
+const offset = (c) => {
+  const v = num(c.clock_offset_ms);
+  return v === null ? "" : (v > 0 ? "+" : "") + v + " ms";
+};
+// [key, header, shown text, sort value]
+const COLS = [
+  ["host", "host", (c) => c.hostname + (c.duplicate_hostname ? " (dup)" : ""), (c) => c.hostname],
+  ["region", "region", (c) => c.region, (c) => c.region],
+  ["zone", "zone", (c) => c.zone, (c) => c.zone],
+  ["connected", "connected", (c) => (c.connected ? "yes" : "no"), (c) => (c.connected ? 1 : 0)],
+  ["last_seen", "last seen", (c) => iso(c.last_seen), (c) => c.last_seen || 0],
+  ["backlog", "backlog", (c) => (num(c.backlog) ?? ""), (c) => num(c.backlog) ?? -1],
+  ["dropped", "dropped", (c) => (num(c.dropped) ?? ""), (c) => num(c.dropped) ?? -1],
+  ["agent", "agent", (c) => c.agent_version, (c) => c.agent_version],
+  ["config", "config", config, config],
+  ["clock_offset", "clock offset", offset, (c) => { const v = num(c.clock_offset_ms); return v === null ? -1 : Math.abs(v); }],
+  ["buffer", "buffer", (c) => c.buffer_state, (c) => c.buffer_state],
+];
+let doc = JSON.parse(document.getElementById("doc").textContent);
+let sort = { key: "host", desc: false };
+const asked = new URLSearchParams(location.search).get("sort");
+if (asked) {
+  const key = asked.replace(/^-/, "");
+  if (COLS.some((c) => c[0] === key)) sort = { key, desc: asked.startsWith("-") };
+}
+function cmp(a, b) {
+  if (typeof a === "number" && typeof b === "number") return a - b;
+  return String(a).localeCompare(String(b));
+}
+function render() {
+  const col = COLS.find((c) => c[0] === sort.key);
+  const list = doc.clients.slice().sort((a, b) => {
+    const d = cmp(col[3](a), col[3](b));
+    return (sort.desc ? -d : d) || cmp(a.hostname, b.hostname) || cmp(a.id, b.id);
+  });
+  const head = document.getElementById("head");
+  head.replaceChildren(...COLS.map(([key, title]) => {
+    const th = document.createElement("th");
+    th.dataset.col = key;
+    th.textContent = title + (key === sort.key ? (sort.desc ? " ▼" : " ▲") : "");
+    th.onclick = () => {
+      sort = { key, desc: key === sort.key ? !sort.desc : false };
+      history.replaceState(null, "", "?sort=" + (sort.desc ? "-" : "") + key);
+      render();
+    };
+    return th;
+  }));
+  const body = document.getElementById("rows");
+  body.replaceChildren(...list.map((c) => {
+    const tr = document.createElement("tr");
+    tr.dataset.id = c.id;
+    if (c.duplicate_hostname) tr.className = "dup";
+    if (!c.connected) tr.classList.add("off");
+    for (const [key, , text] of COLS) {
+      const td = document.createElement("td");
+      td.dataset.col = key;
+      td.textContent = text(c);
+      tr.appendChild(td);
+    }
+    return tr;
+  }));
+  const on = doc.clients.filter((c) => c.connected).length;
+  document.getElementById("summary").textContent =
+    doc.clients.length + " client(s), " + on + " connected";
+}
+async function refresh() {
+  const note = document.getElementById("updated");
+  try {
+    const r = await fetch("clients", { cache: "no-store" });
+    if (!r.ok) throw new Error("HTTP " + r.status);
+    doc = await r.json();
+    render();
+    note.textContent = "updated " + new Date().toISOString().replace(/\.\d+Z$/, "Z");
+  } catch (e) {
+    note.textContent = "refresh failed (" + e.message + "); showing the last inventory";
+  }
+}
+render();
+setInterval(refresh, REFRESH_MS);
+"#;
+
+/// How often the fleet page fetches the inventory again.
+pub const REFRESH_SECS: u64 = 10;
+
+/// The fleet page: one self-contained HTML page (inline style and script, no external asset,
+/// no build step). The inventory is embedded as JSON and rendered, sorted and refreshed by
+/// [`FLEET_JS`]; without script, the `clients` table is shown as plain HTML instead.
 pub fn fleet_page(doc: &ClientsDoc) -> String {
     let (header, rows) = rows(doc);
     let dups = doc.clients.iter().filter(|c| c.duplicate_hostname).count();
@@ -488,18 +595,23 @@ pub fn fleet_page(doc: &ClientsDoc) -> String {
         "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>autofactory fleet</title>\n\
          <style>body{font-family:sans-serif}table{border-collapse:collapse}\
          td,th{border:1px solid #ccc;padding:2px 6px;text-align:left}\
-         .dup{background:#fee}</style></head><body>\n",
+         th[data-col]{cursor:pointer;background:#eee}.dup{background:#fee}.off{color:#888}\
+         </style></head><body>\n",
     );
     out.push_str(&format!(
-        "<h1>autofactory fleet</h1>\n<p>{} client(s), {} connected{}</p>\n<table>\n<tr>",
+        "<h1>autofactory fleet</h1>\n<p id=\"summary\">{} client(s), {} connected</p>\n{}",
         doc.clients.len(),
         doc.clients.iter().filter(|c| c.connected).count(),
         if dups > 0 {
-            format!(", {dups} sharing a hostname (dup): each has its own host tag")
+            format!("<p>{dups} sharing a hostname (dup): each has its own host tag</p>\n")
         } else {
             String::new()
         }
     ));
+    out.push_str(
+        "<table id=\"fleet\"><thead><tr id=\"head\"></tr></thead><tbody id=\"rows\"></tbody></table>\n\
+         <p id=\"updated\"></p>\n<noscript><table>\n<tr>",
+    );
     for h in header {
         out.push_str(&format!("<th>{}</th>", html_escape(h)));
     }
@@ -515,7 +627,14 @@ pub fn fleet_page(doc: &ClientsDoc) -> String {
         }
         out.push_str("</tr>\n");
     }
-    out.push_str("</table>\n</body></html>\n");
+    out.push_str("</table></noscript>\n");
+    // In a script element only `</script` ends it: JSON has `<` only inside strings, where
+    // \u003c means the same.
+    out.push_str("<script id=\"doc\" type=\"application/json\">");
+    out.push_str(&doc.serialize_json().replace('<', "\\u003c"));
+    out.push_str("</script>\n<script>");
+    out.push_str(&FLEET_JS.replace("REFRESH_MS", &(REFRESH_SECS * 1000).to_string()));
+    out.push_str("</script>\n</body></html>\n");
     out
 }
 
@@ -637,9 +756,19 @@ mod tests {
             "{t}"
         );
         let page = fleet_page(&doc);
-        assert!(!page.contains("<script>"), "{page}");
-        assert!(page.contains("&lt;script&gt;"));
+        // The page's own two script elements, and the agent's text nowhere as markup.
+        assert_eq!(page.matches("<script").count(), 2, "{page}");
+        assert!(page.contains("&lt;script&gt;"), "{page}");
+        assert!(page.contains("\\u003cscript>"), "{page}");
         assert_eq!(page.matches("<tr class=\"dup\">").count(), 2, "{page}");
         assert!(page.contains("2 sharing a hostname"), "{page}");
+        // The embedded inventory is the /clients document.
+        let json = page
+            .split("<script id=\"doc\" type=\"application/json\">")
+            .nth(1)
+            .and_then(|r| r.split("</script>").next())
+            .expect("embedded inventory");
+        let back: ClientsDoc = DeJson::deserialize_json(json).expect("valid JSON");
+        assert_eq!(back, doc);
     }
 }

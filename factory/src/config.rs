@@ -69,39 +69,35 @@ pub struct PeriodsOverride {
 }
 
 impl PeriodsOverride {
-    fn fields(&self) -> [(&'static str, Option<u32>); 11] {
+    /// The overrides in [`autofact_fbs::FACT_KINDS`] order (the one place a kind's index meets
+    /// its field here; `the_period_keys_are_the_fact_kinds` checks it against the table).
+    fn slots(&self) -> [Option<u32>; 11] {
         [
-            ("cpu_ms", self.cpu_ms),
-            ("kernel_ms", self.kernel_ms),
-            ("mem_ms", self.mem_ms),
-            ("swap_ms", self.swap_ms),
-            ("system_ms", self.system_ms),
-            ("net_ms", self.net_ms),
-            ("diskio_ms", self.diskio_ms),
-            ("disk_ms", self.disk_ms),
-            ("temp_ms", self.temp_ms),
-            ("health_ms", self.health_ms),
-            ("processes_ms", self.processes_ms),
+            self.cpu_ms,
+            self.kernel_ms,
+            self.mem_ms,
+            self.swap_ms,
+            self.system_ms,
+            self.net_ms,
+            self.diskio_ms,
+            self.disk_ms,
+            self.temp_ms,
+            self.health_ms,
+            self.processes_ms,
         ]
     }
 
+    fn fields(&self) -> [(&'static str, Option<u32>); 11] {
+        let slots = self.slots();
+        std::array::from_fn(|i| (autofact_fbs::FACT_KINDS[i].period_key, slots[i]))
+    }
+
     fn apply(&self, p: &mut Periods) {
-        let set = |dst: &mut u32, v: Option<u32>| {
+        for (dst, v) in p.slots_mut().into_iter().zip(self.slots()) {
             if let Some(v) = v {
                 *dst = v;
             }
-        };
-        set(&mut p.cpu_ms, self.cpu_ms);
-        set(&mut p.kernel_ms, self.kernel_ms);
-        set(&mut p.mem_ms, self.mem_ms);
-        set(&mut p.swap_ms, self.swap_ms);
-        set(&mut p.system_ms, self.system_ms);
-        set(&mut p.net_ms, self.net_ms);
-        set(&mut p.diskio_ms, self.diskio_ms);
-        set(&mut p.disk_ms, self.disk_ms);
-        set(&mut p.temp_ms, self.temp_ms);
-        set(&mut p.health_ms, self.health_ms);
-        set(&mut p.processes_ms, self.processes_ms);
+        }
     }
 }
 
@@ -849,6 +845,35 @@ mod json {
 
 #[cfg(test)]
 mod tests {
+    /// The factory's `periods` keys, its override struct (what the JSON derive reads) and the
+    /// agent's Config all come from one table: each key of `FACT_KINDS` is accepted by the
+    /// shape check, read into the right field, and applied to the right `Periods` slot.
+    #[test]
+    fn the_period_keys_are_the_fact_kinds() {
+        let Shape::Obj(keys) = PERIODS_SHAPE else {
+            panic!("periods is an object");
+        };
+        let shape: Vec<&str> = keys.iter().map(|(k, _)| *k).collect();
+        let table: Vec<&str> = autofact_fbs::FACT_KINDS
+            .iter()
+            .map(|k| k.period_key)
+            .collect();
+        assert_eq!(shape, table);
+        for (i, key) in table.iter().enumerate() {
+            let text = format!("{{\"{key}\": {}}}", 1000 + i);
+            let o: PeriodsOverride = nanoserde::DeJson::deserialize_json(&text)
+                .unwrap_or_else(|e| panic!("{text}: {e}"));
+            let set: Vec<usize> = (0..11).filter(|j| o.slots()[*j].is_some()).collect();
+            assert_eq!(set, vec![i], "{key} read into slot {set:?}");
+            assert_eq!(o.fields()[i], (*key, Some(1000 + i as u32)));
+            let mut p = Periods::default();
+            o.apply(&mut p);
+            let mut want = [0u32; 11];
+            want[i] = 1000 + i as u32;
+            assert_eq!(p.slots(), want, "{key} applied to the wrong period");
+        }
+    }
+
     use super::*;
 
     fn err(text: &str) -> String {

@@ -87,6 +87,12 @@ impl Observed {
         }
     }
 
+    /// Client `id`'s dropped-batch count from its latest health fact, when one came since
+    /// this factory started.
+    pub fn dropped(&self, id: &str) -> Option<u64> {
+        self.get(id).dropped
+    }
+
     fn get(&self, id: &str) -> Seen {
         self.lock().get(id).copied().unwrap_or_default()
     }

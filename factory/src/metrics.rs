@@ -107,6 +107,8 @@ pub struct Metrics {
     pub acks_sent: AtomicU64,
     /// Config messages pushed after a reload.
     pub configs_pushed: AtomicU64,
+    /// Config messages sent again because a client reported another Config applied.
+    pub configs_resent: AtomicU64,
     /// Points the sink made durable.
     pub points_written: AtomicU64,
     /// Sink write failures.
@@ -241,6 +243,13 @@ impl Metrics {
             "counter",
             "Config messages pushed after a reload.",
             &self.configs_pushed,
+        );
+        g(
+            &mut out,
+            "configs_resent_total",
+            "counter",
+            "Config messages sent again because a client reported another Config applied.",
+            &self.configs_resent,
         );
         g(
             &mut out,

@@ -301,6 +301,8 @@ pub(crate) async fn run(
             inflight: Window::default(),
             agent_ping: config.ping_interval_ms,
             clock,
+            meant: config,
+            resent: Vec::new(),
         };
         live.batches(ctl_rx).await;
         // A later connection in the same boot (a reconnect) can rebuild snapshots this one's
@@ -644,6 +646,12 @@ struct Live<'a> {
     agent_ping: u32,
     /// The agent's clock as this connection sees it (see [`crate::clock`]).
     clock: AgentClock,
+    /// The Config this client should have now (Welcome's, then each pushed one).
+    meant: Config,
+    /// (reported hash, meant hash) pairs already answered with the meant Config on this
+    /// connection: each difference is re-sent once, so an agent that keeps reporting another
+    /// hash (an older release, a Config it refuses) cannot make a loop.
+    resent: Vec<(u64, u64)>,
 }
 
 enum Ev {
@@ -790,6 +798,11 @@ impl Live<'_> {
                 Ev::Ctl(None) => ctl_open = false,
                 Ev::Ctl(Some(Control::Config(c))) => {
                     self.agent_ping = c.ping_interval_ms;
+                    // Batches already on the way still report the previous Config: not a
+                    // difference to answer.
+                    let pair = (self.meant.hash(), c.hash());
+                    self.resent.push(pair);
+                    self.meant = c;
                     if self.send(&Message::Config(c)).await.is_err() {
                         break End::Gone;
                     }
@@ -952,6 +965,40 @@ impl Live<'_> {
         transport::send(self.ws, msg).await.map_err(|_| ())
     }
 
+    /// Sends the meant Config again when the batch reports another one in force (applied, or
+    /// refused), once per connection per (reported, meant) pair. A refusal of the meant Config
+    /// itself is not answered (the same Config would be refused again), nor is a batch that
+    /// reports nothing (a first-release agent). `Err`: the socket failed (the caller's next
+    /// read sees it).
+    async fn resend_config(&mut self, b: &Batch) -> Result<(), ()> {
+        let meant = self.meant.hash();
+        if b.config_status == ConfigStatus::Unknown || b.config_hash == meant {
+            return Ok(());
+        }
+        let pair = (b.config_hash, meant);
+        if self.resent.contains(&pair) {
+            return Ok(());
+        }
+        // Bounded: an agent inventing hashes gets at most one Config per batch it sends.
+        if self.resent.len() >= 16 {
+            self.resent.remove(0);
+        }
+        self.resent.push(pair);
+        crate::info!(
+            "{} ({}) reports Config {:016x} {}, meant {meant:016x}: sending it again",
+            self.hostname,
+            self.id,
+            b.config_hash,
+            b.config_status.as_str()
+        );
+        self.shared
+            .metrics
+            .configs_resent
+            .fetch_add(1, Ordering::Relaxed);
+        let c = self.meant;
+        self.send(&Message::Config(c)).await
+    }
+
     /// One batch: dedup by (epoch, seq), encode, hand to the sink (or ack again if already
     /// durable).
     async fn batch(&mut self, mut b: Batch) -> Result<(), Refusal> {
@@ -961,6 +1008,9 @@ impl Live<'_> {
         let m = &self.shared.metrics;
         m.batches_received.fetch_add(1, Ordering::Relaxed);
         self.shared.fleet.batch(self.id, &b);
+        if self.resend_config(&b).await.is_err() {
+            return Ok(());
+        }
         if b.epoch == self.acked.0 && b.seq <= self.acked.1 {
             m.batches_deduplicated.fetch_add(1, Ordering::Relaxed);
             // Already durable: only the ack was lost. Ack again, write nothing.

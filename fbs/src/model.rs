@@ -166,22 +166,99 @@ pub struct Periods {
     pub processes_ms: u32,
 }
 
+/// One fact kind: the measurement it writes and its key in a Config's `periods`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FactKind {
+    /// The measurement (Telegraf's name; `autofact` for the agent's own health).
+    pub measurement: &'static str,
+    /// Its period's key in the Config (`cpu_ms`, ...), in the factory's file and the agent's
+    /// stored Config.
+    pub period_key: &'static str,
+}
+
+/// Every fact kind, the one table the rest derives from: [`Periods::slots`] is in this order,
+/// the agent's scheduler kinds (`run::Kind`) and collector kinds (`facts::Kinds` bits) are its
+/// indexes, and the factory checks its `periods` keys against it. A new kind is one line here,
+/// one field in [`Periods`] (and the schema), one arm in [`Periods::slots_mut`].
+pub const FACT_KINDS: [FactKind; 11] = [
+    FactKind {
+        measurement: "cpu",
+        period_key: "cpu_ms",
+    },
+    FactKind {
+        measurement: "kernel",
+        period_key: "kernel_ms",
+    },
+    FactKind {
+        measurement: "mem",
+        period_key: "mem_ms",
+    },
+    FactKind {
+        measurement: "swap",
+        period_key: "swap_ms",
+    },
+    FactKind {
+        measurement: "system",
+        period_key: "system_ms",
+    },
+    FactKind {
+        measurement: "net",
+        period_key: "net_ms",
+    },
+    FactKind {
+        measurement: "diskio",
+        period_key: "diskio_ms",
+    },
+    FactKind {
+        measurement: "disk",
+        period_key: "disk_ms",
+    },
+    FactKind {
+        measurement: "temp",
+        period_key: "temp_ms",
+    },
+    FactKind {
+        measurement: "autofact",
+        period_key: "health_ms",
+    },
+    FactKind {
+        measurement: "processes",
+        period_key: "processes_ms",
+    },
+];
+
 impl Periods {
     /// Every kind at the same period.
     pub fn all(ms: u32) -> Periods {
-        Periods {
-            cpu_ms: ms,
-            kernel_ms: ms,
-            mem_ms: ms,
-            swap_ms: ms,
-            system_ms: ms,
-            net_ms: ms,
-            diskio_ms: ms,
-            disk_ms: ms,
-            temp_ms: ms,
-            health_ms: ms,
-            processes_ms: ms,
+        let mut p = Periods::default();
+        for slot in p.slots_mut() {
+            *slot = ms;
         }
+        p
+    }
+
+    /// The periods in [`FACT_KINDS`] order.
+    pub fn slots(&self) -> [u32; 11] {
+        let mut copy = *self;
+        copy.slots_mut().map(|v| *v)
+    }
+
+    /// The periods in [`FACT_KINDS`] order, to set. The one place a kind's index meets its
+    /// field.
+    pub fn slots_mut(&mut self) -> [&mut u32; 11] {
+        [
+            &mut self.cpu_ms,
+            &mut self.kernel_ms,
+            &mut self.mem_ms,
+            &mut self.swap_ms,
+            &mut self.system_ms,
+            &mut self.net_ms,
+            &mut self.diskio_ms,
+            &mut self.disk_ms,
+            &mut self.temp_ms,
+            &mut self.health_ms,
+            &mut self.processes_ms,
+        ]
     }
 }
 

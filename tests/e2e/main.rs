@@ -15,6 +15,7 @@ mod clock;
 mod dashboards;
 mod factory_disk;
 mod faults;
+mod fleet_page;
 mod happy;
 mod identity;
 mod scale_out;

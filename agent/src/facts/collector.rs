@@ -79,25 +79,18 @@ impl Kinds {
         self.0 & other.0 != 0
     }
 
+    /// The kind at `i` of [`autofact_fbs::FACT_KINDS`]: the bits are the table's indexes.
+    pub const fn of_index(i: usize) -> Kinds {
+        Kinds(1 << i)
+    }
+
     /// The kinds whose period is not 0 (enabled by the factory's Config).
     pub fn enabled(p: &Periods) -> Kinds {
-        let pairs = [
-            (p.cpu_ms, Kinds::CPU),
-            (p.kernel_ms, Kinds::KERNEL),
-            (p.mem_ms, Kinds::MEM),
-            (p.swap_ms, Kinds::SWAP),
-            (p.system_ms, Kinds::SYSTEM),
-            (p.net_ms, Kinds::NET),
-            (p.diskio_ms, Kinds::DISKIO),
-            (p.disk_ms, Kinds::DISK),
-            (p.temp_ms, Kinds::TEMP),
-            (p.health_ms, Kinds::HEALTH),
-            (p.processes_ms, Kinds::PROCESSES),
-        ];
-        pairs
+        p.slots()
             .into_iter()
-            .filter(|(ms, _)| *ms != 0)
-            .fold(Kinds::NONE, |acc, (_, k)| acc | k)
+            .enumerate()
+            .filter(|(_, ms)| *ms != 0)
+            .fold(Kinds::NONE, |acc, (i, _)| acc | Kinds::of_index(i))
     }
 }
 
@@ -112,16 +105,18 @@ impl BitOr for Kinds {
 /// one and stays far below this.
 const MAX_FILE: usize = 16 << 20;
 
-/// A kernel file kept open between rounds.
+/// A kernel file kept open between rounds. Also the reader behind every [`super::Procfs`] and
+/// [`super::Sysfs`] method, so the tests (which read captured trees through those) read files
+/// exactly as a production round does.
 #[derive(Debug)]
-struct Source {
+pub(crate) struct Source {
     path: PathBuf,
     file: Option<File>,
     nonblocking: bool,
 }
 
 impl Source {
-    fn new(path: PathBuf) -> Source {
+    pub(crate) fn new(path: PathBuf) -> Source {
         Source {
             path,
             file: None,
@@ -141,7 +136,7 @@ impl Source {
     /// Reads the whole file into `buf` (whose `len` is its usable size and only grows);
     /// `Ok(None)` when the file does not exist. Reading loops until `pread` returns 0: a procfs
     /// `seq_file` hands out at most one page of records per call, so a short read is not the end.
-    fn read<'b>(&mut self, buf: &'b mut Vec<u8>) -> io::Result<Option<&'b [u8]>> {
+    pub(crate) fn read<'b>(&mut self, buf: &'b mut Vec<u8>) -> io::Result<Option<&'b [u8]>> {
         if self.file.is_none() {
             let mut open = std::fs::OpenOptions::new();
             open.read(true);

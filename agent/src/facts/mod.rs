@@ -123,17 +123,26 @@ impl std::error::Error for FactsError {
     }
 }
 
-/// Reads one file whole and parses it, attaching the path to any error.
+/// Reads one file whole and parses it, attaching the path to any error. The read is the
+/// collector's own ([`collector::Source`]: `pread` from offset 0 until it returns 0, bounded),
+/// and the parsers are the ones a round calls (`parse` wraps `parse_into`): a test through
+/// [`Procfs`] exercises the production read path, not a second one.
 fn read_parse<T>(
     path: PathBuf,
     parse: impl FnOnce(&str) -> Result<T, ParseError>,
 ) -> Result<T, FactsError> {
-    let bytes = match std::fs::read(&path) {
-        Ok(b) => b,
+    let mut buf = Vec::new();
+    let mut source = collector::Source::new(path.clone());
+    let bytes = match source.read(&mut buf) {
+        Ok(Some(b)) => b,
+        Ok(None) => {
+            let source = io::Error::from(io::ErrorKind::NotFound);
+            return Err(FactsError::Io { path, source });
+        }
         Err(source) => return Err(FactsError::Io { path, source }),
     };
     // Mount points may hold bytes that are not UTF-8; a lossy view keeps the rest of the file usable.
-    let text = String::from_utf8_lossy(&bytes);
+    let text = String::from_utf8_lossy(bytes);
     parse(&text).map_err(|source| FactsError::Parse { path, source })
 }
 

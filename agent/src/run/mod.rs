@@ -263,22 +263,11 @@ pub struct LiveFacts(pub Collector);
 
 impl Collect for LiveFacts {
     fn collect(&mut self, kinds: &[Kind], snap: &mut Snapshot) {
-        let set = kinds.iter().fold(Kinds::NONE, |set, k| {
-            set | match k {
-                Kind::Cpu => Kinds::CPU,
-                Kind::Kernel => Kinds::KERNEL,
-                Kind::Mem => Kinds::MEM,
-                Kind::Swap => Kinds::SWAP,
-                Kind::System => Kinds::SYSTEM,
-                Kind::Net => Kinds::NET,
-                Kind::DiskIo => Kinds::DISKIO,
-                Kind::Disk => Kinds::DISK,
-                Kind::Temp => Kinds::TEMP,
-                Kind::Processes => Kinds::PROCESSES,
-                // The scheduler fills health itself, with the buffer's figures.
-                Kind::Health => Kinds::NONE,
-            }
-        });
+        // The scheduler fills health itself, with the buffer's figures.
+        let set = kinds
+            .iter()
+            .filter(|k| **k != Kind::Health)
+            .fold(Kinds::NONE, |set, k| set | k.bit());
         let time_ns = snap.time_ns;
         self.0.collect(set, time_ns, snap);
     }

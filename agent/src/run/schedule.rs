@@ -13,14 +13,18 @@ use super::queue::{self, Item, Queue, Spool, StoreTiming};
 use super::state::StateDir;
 use super::Log;
 use crate::clock;
-use autofact_fbs::{Config, Health, Periods, Snapshot};
+use crate::facts::Kinds;
+use autofact_fbs::{Config, FactKind, Health, Periods, Snapshot, FACT_KINDS};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// The fact kinds, one per measurement.
+/// The fact kinds, one per measurement: the indexes of [`autofact_fbs::FACT_KINDS`] (the
+/// table the Config's periods, the collector's [`Kinds`] bits and the factory's keys come
+/// from), in its order; `kinds_follow_the_fact_table` checks it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
 pub enum Kind {
     /// `cpu`
     Cpu,
@@ -47,7 +51,7 @@ pub enum Kind {
 }
 
 impl Kind {
-    /// Every kind.
+    /// Every kind, in [`autofact_fbs::FACT_KINDS`] order.
     pub const ALL: [Kind; 11] = [
         Kind::Cpu,
         Kind::Kernel,
@@ -62,21 +66,24 @@ impl Kind {
         Kind::Processes,
     ];
 
+    /// Its row of the fact table.
+    pub fn fact(self) -> &'static FactKind {
+        &FACT_KINDS[self as usize]
+    }
+
+    /// This kind's key in the Config's `periods` (`cpu_ms`, ...).
+    pub fn period_key(self) -> &'static str {
+        self.fact().period_key
+    }
+
     /// This kind's period in `p`, in ms; 0 = disabled.
     pub fn period(self, p: &Periods) -> u32 {
-        match self {
-            Kind::Cpu => p.cpu_ms,
-            Kind::Kernel => p.kernel_ms,
-            Kind::Mem => p.mem_ms,
-            Kind::Swap => p.swap_ms,
-            Kind::System => p.system_ms,
-            Kind::Net => p.net_ms,
-            Kind::DiskIo => p.diskio_ms,
-            Kind::Disk => p.disk_ms,
-            Kind::Temp => p.temp_ms,
-            Kind::Health => p.health_ms,
-            Kind::Processes => p.processes_ms,
-        }
+        p.slots()[self as usize]
+    }
+
+    /// Its bit in the collector's set.
+    pub fn bit(self) -> Kinds {
+        Kinds::of_index(self as usize)
     }
 }
 
@@ -407,6 +414,39 @@ impl Worker {
 
 #[cfg(test)]
 mod tests {
+    /// The scheduler's kinds, the collector's bits and the fact table are one list.
+    #[test]
+    fn kinds_follow_the_fact_table() {
+        assert_eq!(Kind::ALL.len(), autofact_fbs::FACT_KINDS.len());
+        for (i, k) in Kind::ALL.into_iter().enumerate() {
+            assert_eq!(k as usize, i);
+            let mut p = Periods::default();
+            *p.slots_mut()[i] = 1234;
+            assert_eq!(k.period(&p), 1234);
+            assert_eq!(crate::facts::Kinds::enabled(&p), k.bit(), "{k:?}");
+        }
+        let names: Vec<&str> = Kind::ALL.iter().map(|k| k.fact().measurement).collect();
+        assert_eq!(
+            names,
+            [
+                "cpu",
+                "kernel",
+                "mem",
+                "swap",
+                "system",
+                "net",
+                "diskio",
+                "disk",
+                "temp",
+                "autofact",
+                "processes"
+            ]
+        );
+        assert_eq!(crate::facts::Kinds::CPU, Kind::Cpu.bit());
+        assert_eq!(crate::facts::Kinds::HEALTH, Kind::Health.bit());
+        assert_eq!(crate::facts::Kinds::PROCESSES, Kind::Processes.bit());
+    }
+
     use super::*;
 
     #[test]

@@ -17,7 +17,7 @@ use crate::clock;
 use async_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use async_tungstenite::tungstenite::protocol::CloseFrame;
 use async_tungstenite::tungstenite::Message as Frame;
-use autofact_fbs::{Config, Hello, Message, Reject, RejectCode, PROTOCOL_VERSION};
+use autofact_fbs::{Config, ConfigStatus, Hello, Message, Reject, RejectCode, PROTOCOL_VERSION};
 use smol::stream::StreamExt;
 use std::collections::VecDeque;
 use std::fmt;
@@ -87,6 +87,68 @@ struct Agent {
     probe: bool,
     /// The batches in flight when the last session ended.
     last_inflight: Vec<u64>,
+    /// What Hello and every batch say about the Config (OpAMP's APPLIED / FAILED).
+    report: Report,
+    /// The hash of the refused Config a Hello has already reported: refusing it again (the
+    /// next Welcome carries it) does not reconnect again.
+    failure_told: u64,
+}
+
+/// The agent's answer to the last Config it was given.
+#[derive(Debug, Clone, Default)]
+struct Report {
+    /// [`Config::hash`] of the Config in force, or of the one refused; 0 = none yet.
+    hash: u64,
+    status: ConfigStatus,
+    /// Why it was refused; empty when applied.
+    error: String,
+}
+
+impl Report {
+    fn applied(c: Option<Config>) -> Report {
+        c.map_or_else(Report::default, |c| Report {
+            hash: c.hash(),
+            status: ConfigStatus::Applied,
+            error: String::new(),
+        })
+    }
+}
+
+/// Whether the agent can apply `c`; `Err` names the first value it refuses. The ranges are the
+/// factory's own checks of its config file (a period is 0 = off or at least 100 ms; push and
+/// ping intervals at least 100 ms; a buffer cap of at least 64 KiB), plus a push interval of at
+/// most one day, so a Config from this release's factory is always applied and one from another
+/// factory (release, bug, hand-made) that would make the agent spin or hoard is refused. Every
+/// period 0 is valid: it stops collection (what an operator turning a node off asks for).
+pub fn check_config(c: &Config) -> Result<(), String> {
+    for k in super::Kind::ALL {
+        let v = k.period(&c.periods);
+        if v != 0 && v < 100 {
+            return Err(format!(
+                "periods.{}: {v} ms (must be 0 = off, or at least 100 ms)",
+                k.period_key()
+            ));
+        }
+    }
+    if !(100..=86_400_000).contains(&c.push_interval_ms) {
+        return Err(format!(
+            "push_interval_ms: {} (must be from 100 ms to one day)",
+            c.push_interval_ms
+        ));
+    }
+    if c.ping_interval_ms != 0 && c.ping_interval_ms < 100 {
+        return Err(format!(
+            "ping_interval_ms: {} (must be 0 = never, or at least 100 ms)",
+            c.ping_interval_ms
+        ));
+    }
+    if c.buffer_cap_bytes < 64 * 1024 {
+        return Err(format!(
+            "buffer_cap_bytes: {} (must be at least 65536)",
+            c.buffer_cap_bytes
+        ));
+    }
+    Ok(())
 }
 
 fn log(a: &Agent) -> &Log {
@@ -114,6 +176,17 @@ pub(super) async fn life(
             .log
             .line(format_args!("{line}; waiting for the factory's Config"));
     }
+    // A stored Config this release refuses (written by another release) is not used either.
+    let config = match config.map(|c| (c, check_config(&c))) {
+        Some((c, Err(why))) => {
+            settings.log.line(format_args!(
+                "stored Config {:016x} not applied: {why}; waiting for the factory's Config",
+                c.hash()
+            ));
+            None
+        }
+        other => other.map(|(c, _)| c),
+    };
     let installation = state.installation(&clock::machine_ids(&settings.proc_root));
     let cap = config.map_or(crate::buffer::DEFAULT_CAP_BYTES, |c| c.buffer_cap_bytes);
     let (dir, data_dir, qlog) = (
@@ -151,6 +224,8 @@ pub(super) async fn life(
         installation,
         probe: false,
         last_inflight: Vec::new(),
+        report: Report::applied(config),
+        failure_told: 0,
     };
     let result = a.reconnect_loop(&shutdown).await;
     // Whatever happened, what was collected goes to disk before the process ends.
@@ -298,10 +373,37 @@ impl Agent {
         h.installation.clone_from(&self.installation);
         h.epoch = self.queue.epoch();
         h.buffer_state = self.queue.state();
+        h.config_hash = self.report.hash;
+        h.config_status = self.report.status;
+        h.config_error.clone_from(&self.report.error);
         h
     }
 
-    fn apply(&mut self, c: Config) {
+    /// Applies `c`, or refuses it (the Config in force stays, on disk too) when
+    /// [`check_config`] does. `Err`: refused and no Hello has said so yet; the caller ends the
+    /// session so the next Hello carries the reason (once per refused Config: no loop).
+    fn apply(&mut self, c: Config) -> Result<(), String> {
+        if let Err(why) = check_config(&c) {
+            let hash = c.hash();
+            if self.report.hash != hash || self.report.status != ConfigStatus::Failed {
+                log(self).line(format_args!(
+                    "config {hash:016x} refused, keeping the one in force: {why}"
+                ));
+            }
+            self.report = Report {
+                hash,
+                status: ConfigStatus::Failed,
+                error: why.clone(),
+            };
+            return if self.failure_told == hash {
+                Ok(())
+            } else {
+                Err(why)
+            };
+        }
+        self.report = Report::applied(Some(c));
+        // A later refusal of the same bad Config is news again.
+        self.failure_told = 0;
         if self.config != Some(c) {
             log(self).line(format_args!(
                 "config: push every {} ms, ping every {} ms, buffer cap {} bytes, give up after {} s",
@@ -310,6 +412,7 @@ impl Agent {
             self.config = Some(c);
             self.sched.apply(c);
         }
+        Ok(())
     }
 
     async fn send(&self, ws: &mut Ws, peer: SocketAddr, frame: Frame) -> Result<(), Lost> {
@@ -332,9 +435,14 @@ impl Agent {
             Some(Err(e)) => return Ok(lost(false, Lost::Connect(e))),
             Some(Ok(c)) => c,
         };
-        let hello = Frame::binary(autofact_fbs::encode(&Message::Hello(self.hello())));
+        let hello = self.hello();
+        let told = (hello.config_status == ConfigStatus::Failed).then_some(hello.config_hash);
+        let hello = Frame::binary(autofact_fbs::encode(&Message::Hello(hello)));
         if let Err(e) = self.send(&mut ws, peer, hello).await {
             return Ok(lost(false, e));
+        }
+        if let Some(hash) = told {
+            self.failure_told = hash;
         }
         // The answer to Hello decides everything else.
         let first = or_stop(
@@ -361,7 +469,9 @@ impl Agent {
             self.shared.reconnects.fetch_add(1, Ordering::Relaxed);
         }
         *sessions += 1;
-        self.apply(welcome.config);
+        if let Err(why) = self.apply(welcome.config) {
+            return Ok(self.report_refusal(&mut ws, peer, why).await);
+        }
 
         match self.established(&mut ws, peer, shutdown).await? {
             Outcome::Shutdown => self.close(ws, peer).await,
@@ -450,7 +560,7 @@ impl Agent {
                 for (seq, bytes) in batches {
                     let queue = self.queue.clone();
                     smol::unblock(move || queue.ensure_durable(seq)).await;
-                    let bytes = stamp(bytes, self.queue.state());
+                    let bytes = stamp(bytes, self.queue.state(), &self.report);
                     let sent = or_stop(shutdown, self.send(ws, peer, Frame::binary(bytes))).await;
                     match sent {
                         None => return Ok(Outcome::Shutdown),
@@ -547,8 +657,12 @@ impl Agent {
                             let queue = self.queue.clone();
                             smol::unblock(move || queue.ack(ack.seq)).await;
                         }
-                        Ok(Message::Config(c)) => self.apply(c),
-                        Ok(Message::Welcome(w)) => self.apply(w.config),
+                        Ok(Message::Config(c))
+                        | Ok(Message::Welcome(autofact_fbs::Welcome { config: c, .. })) => {
+                            if let Err(why) = self.apply(c) {
+                                return Ok(self.report_refusal(ws, peer, why).await);
+                            }
+                        }
                         Ok(Message::Reject(r)) => return Ok(Outcome::Rejected(r)),
                         Ok(m) => {
                             let kind = autofact_fbs::codec::message_kind(&m);
@@ -561,6 +675,27 @@ impl Agent {
                 }
             }
         }
+    }
+
+    /// A Config was refused and no Hello has said so: close this session normally so the next
+    /// Hello (after the shortest backoff) carries the reason. Batches in flight are sent again
+    /// and deduplicated by the factory.
+    async fn report_refusal(&mut self, ws: &mut Ws, peer: SocketAddr, why: String) -> Outcome {
+        let frame = CloseFrame {
+            code: CloseCode::Normal,
+            reason: "reconnecting to report a refused Config".into(),
+        };
+        let _ = transport::with_timeout(self.settings.timing.close_timeout, ws.close(Some(frame)))
+            .await;
+        lost(
+            true,
+            Lost::Protocol(
+                peer,
+                format!(
+                    "sent a Config this agent cannot apply ({why}): reconnecting once to report it"
+                ),
+            ),
+        )
     }
 
     /// Stop requested: make the buffer durable, then close the websocket normally and wait
@@ -588,12 +723,15 @@ impl Agent {
 /// Stamps a stored batch with the moment it is sent (wall clock, boottime) and the queue's
 /// state, for the factory's clock estimate (issue 20) and its view of the client. A batch that
 /// does not decode goes as stored (the factory refuses it; it ends in the dead-letter file).
-fn stamp(bytes: Vec<u8>, state: autofact_fbs::BufferState) -> Vec<u8> {
+fn stamp(bytes: Vec<u8>, state: autofact_fbs::BufferState, report: &Report) -> Vec<u8> {
     match autofact_fbs::decode(&bytes) {
         Ok(Message::Batch(mut b)) => {
             b.agent_clock_ns = clock::now_ns();
             b.agent_boottime_ns = clock::boottime_ns();
             b.buffer_state = state;
+            // The Config in force when sent (not when collected): what the factory compares.
+            b.config_hash = report.hash;
+            b.config_status = report.status;
             autofact_fbs::encode(&Message::Batch(b))
         }
         _ => bytes,
