@@ -6,6 +6,7 @@
 mod common;
 
 use autofact_fbs::{Ack, Batch, Hello, Message, RejectCode, Snapshot, Welcome};
+use autofact_tests::harness::Tmpfs;
 use common::*;
 
 fn hello_v2(hostname: &str, installation: &str, epoch: u64) -> Hello {
@@ -43,7 +44,7 @@ const E: u64 = 0x0123_4567_89ab_cdef;
 fn a_full_data_dir_never_refuses_agents_and_the_inventory_recovers_without_restart() {
     let dir = temp_dir("full-disk");
     let data = dir.join("data");
-    let Some(disk) = Tmpfs::mount(&data, "4m") else {
+    let Some(disk) = Tmpfs::mount(&data, "4m", "inventory_disk") else {
         return;
     };
     let h = Harness::start(&dir, &config_text(""));
@@ -140,7 +141,7 @@ fn a_factory_started_on_a_read_only_data_dir_waits_for_it_instead_of_exiting() {
     // Exiting would make systemd restart it in a loop; it waits for the disk instead.
     let dir = temp_dir("ro-start");
     let data = dir.join("data");
-    let Some(_disk) = Tmpfs::mount(&data, "4m") else {
+    let Some(_disk) = Tmpfs::mount(&data, "4m", "inventory_disk") else {
         return;
     };
     let h = Harness::start(&dir, &config_text(""));
