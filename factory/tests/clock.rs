@@ -59,30 +59,21 @@ impl Agent {
     }
 
     /// A batch sent now.
-    fn batch(&self, seq: u64, snapshots: Vec<Snapshot>) -> Message {
+    fn batch(&self, seq: u64, snapshots: Vec<Snapshot>) -> Batch {
         let (wall, boottime) = self.at(now());
-        Message::Batch(Batch {
+        Batch {
             epoch: 7,
             seq,
             snapshots,
             agent_clock_ns: wall,
             agent_boottime_ns: boottime,
             ..Batch::default()
-        })
+        }
     }
 }
 
 fn now() -> i64 {
     autofactory::clock::unix_now_ns()
-}
-
-/// Sends `msg` and waits for its ack.
-async fn send_batch(c: &mut Client, msg: Message) {
-    c.send(&msg).await;
-    match c.recv().await {
-        Ok(Message::Ack(_)) => {}
-        other => panic!("expected an Ack, got {other:?}"),
-    }
 }
 
 /// The timestamps of the sink's `system` lines, and whether each carries `clock=unverified`.
@@ -111,7 +102,7 @@ fn an_agent_three_hours_behind_and_unsynced_lands_within_100ms_of_true_time() {
             .iter()
             .map(|&t| agent.snapshot(t, ClockSync::Unsynced))
             .collect();
-        send_batch(&mut c, agent.batch(1, snaps)).await;
+        c.send_batch(agent.batch(1, snaps)).await;
     }));
     let got = system_times(&h.sink);
     assert_eq!(got.len(), taken.len(), "{}", h.sink.text());
@@ -157,7 +148,7 @@ fn a_synced_agent_with_a_right_clock_keeps_its_timestamps_to_the_nanosecond() {
                 ..agent.snapshot(t, ClockSync::Synced)
             })
             .collect();
-        send_batch(&mut c, agent.batch(1, snaps)).await;
+        c.send_batch(agent.batch(1, snaps)).await;
     }));
     let got: Vec<i64> = system_times(&h.sink).into_iter().map(|(t, _)| t).collect();
     assert_eq!(got, stamped);
@@ -192,7 +183,7 @@ fn snapshots_collected_offline_before_the_clock_was_set_land_at_their_true_times
                 ..agent.snapshot(t, ClockSync::Unsynced)
             })
             .collect();
-        send_batch(&mut c, agent.batch(1, snaps)).await;
+        c.send_batch(agent.batch(1, snaps)).await;
     }));
     let got = system_times(&h.sink);
     assert_eq!(got.len(), taken.len(), "{}", h.sink.text());
@@ -223,7 +214,7 @@ fn a_boot_without_a_reference_is_tagged_or_kept_as_a_dead_letter_never_written_a
             ..snapshot(time_ns, 0)
         };
         let snaps = vec![other_boot(plausible), other_boot(40 * S)];
-        send_batch(&mut c, agent.batch(1, snaps)).await;
+        c.send_batch(agent.batch(1, snaps)).await;
     }));
     let read_dir = |sub: &str| -> String {
         let mut text = String::new();

@@ -4,18 +4,9 @@
 
 mod common;
 
-use autofact_fbs::{Ack, Batch, BufferState, Hello, Message, Snapshot, Welcome};
+use autofact_fbs::{Batch, BufferState, Hello, Message, Welcome};
 use common::*;
 use std::collections::BTreeSet;
-
-/// A Hello for a new client of this release: an installation and a buffer epoch.
-fn hello_v2(hostname: &str, installation: &str, epoch: u64) -> Hello {
-    Hello {
-        installation: installation.into(),
-        epoch,
-        ..new_hello(TOKEN, hostname)
-    }
-}
 
 /// A returning client's Hello of this release.
 fn back_v2(w: &Welcome, hostname: &str, installation: &str, epoch: u64) -> Hello {
@@ -23,28 +14,6 @@ fn back_v2(w: &Welcome, hostname: &str, installation: &str, epoch: u64) -> Hello
         installation: installation.into(),
         epoch,
         ..back_hello(&w.client_id, &w.secret, hostname)
-    }
-}
-
-async fn welcome(addr: std::net::SocketAddr, hello: Hello) -> (Client, Welcome) {
-    match Client::hello(addr, hello).await {
-        (c, Message::Welcome(w)) => (c, w),
-        (_, other) => panic!("expected Welcome, got {other:?}"),
-    }
-}
-
-/// Sends one batch of `epoch` and returns the Ack.
-async fn batch(c: &mut Client, epoch: u64, seq: u64, snapshots: Vec<Snapshot>) -> Ack {
-    c.send(&Message::Batch(Batch {
-        epoch,
-        seq,
-        snapshots,
-        ..Batch::default()
-    }))
-    .await;
-    match c.recv().await {
-        Ok(Message::Ack(a)) => a,
-        other => panic!("expected Ack for ({epoch}, {seq}), got {other:?}"),
     }
 }
 

@@ -5,38 +5,9 @@
 
 mod common;
 
-use autofact_fbs::{Ack, Batch, Hello, Message, RejectCode, Snapshot, Welcome};
+use autofact_fbs::{Hello, Message, RejectCode};
 use autofact_tests::harness::Tmpfs;
 use common::*;
-
-fn hello_v2(hostname: &str, installation: &str, epoch: u64) -> Hello {
-    Hello {
-        installation: installation.into(),
-        epoch,
-        ..new_hello(TOKEN, hostname)
-    }
-}
-
-async fn welcome(addr: std::net::SocketAddr, hello: Hello) -> (Client, Welcome) {
-    match Client::hello(addr, hello).await {
-        (c, Message::Welcome(w)) => (c, w),
-        (_, other) => panic!("expected Welcome, got {other:?}"),
-    }
-}
-
-async fn batch(c: &mut Client, epoch: u64, seq: u64, snapshots: Vec<Snapshot>) -> Ack {
-    c.send(&Message::Batch(Batch {
-        epoch,
-        seq,
-        snapshots,
-        ..Batch::default()
-    }))
-    .await;
-    match c.recv().await {
-        Ok(Message::Ack(a)) => a,
-        other => panic!("expected Ack for ({epoch}, {seq}), got {other:?}"),
-    }
-}
 
 const E: u64 = 0x0123_4567_89ab_cdef;
 

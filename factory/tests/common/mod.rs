@@ -281,6 +281,34 @@ pub fn back_hello(id: &str, secret: &str, hostname: &str) -> Hello {
     }
 }
 
+/// A Hello for a new client of this release: an installation and a buffer epoch.
+pub fn hello_v2(hostname: &str, installation: &str, epoch: u64) -> Hello {
+    Hello {
+        installation: installation.into(),
+        epoch,
+        ..new_hello(TOKEN, hostname)
+    }
+}
+
+/// Connects with `hello` and expects a Welcome.
+pub async fn welcome(addr: SocketAddr, hello: Hello) -> (Client, Welcome) {
+    match Client::hello(addr, hello).await {
+        (c, Message::Welcome(w)) => (c, w),
+        (_, other) => panic!("expected Welcome, got {other:?}"),
+    }
+}
+
+/// Sends one batch of `epoch` and returns its Ack.
+pub async fn batch(c: &mut Client, epoch: u64, seq: u64, snapshots: Vec<Snapshot>) -> Ack {
+    c.send_batch(Batch {
+        epoch,
+        seq,
+        snapshots,
+        ..Batch::default()
+    })
+    .await
+}
+
 /// A snapshot with a mem, a system and a health fact (3 points); `backlog` = buffered_batches.
 pub fn snapshot(time_ns: i64, backlog: u64) -> Snapshot {
     Snapshot {
@@ -368,15 +396,21 @@ impl Client {
 
     /// Sends a batch of `snapshots` and returns the next message, which must be an Ack.
     pub async fn batch(&mut self, seq: u64, snapshots: Vec<Snapshot>) -> Ack {
-        self.send(&Message::Batch(Batch {
+        self.send_batch(Batch {
             seq,
             snapshots,
             ..Batch::default()
-        }))
-        .await;
+        })
+        .await
+    }
+
+    /// Sends `b` and returns the Ack that answers it.
+    pub async fn send_batch(&mut self, b: Batch) -> Ack {
+        let (epoch, seq) = (b.epoch, b.seq);
+        self.send(&Message::Batch(b)).await;
         match self.recv().await {
             Ok(Message::Ack(a)) => a,
-            other => panic!("expected Ack for seq {seq}, got {other:?}"),
+            other => panic!("expected Ack for (epoch {epoch}, seq {seq}), got {other:?}"),
         }
     }
 
