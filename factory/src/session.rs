@@ -362,19 +362,8 @@ async fn authenticate(
         if valid {
             // A client of the fleet that this factory has not met (the balancer moved it): its
             // fleet secret proves it. Recorded here (fsync'd like an enrollment), welcomed back.
-            let mut rec = ClientRecord {
-                id: h.client_id.clone(),
-                first_seen: now,
-                secret_hash: crate::ids::secret_hash(&h.secret),
-                installation: h.installation.clone(),
-                ..Default::default()
-            };
-            fill(&mut rec, h, peer, now);
-            let (inv, r) = (shared.clone(), rec.clone());
-            if let Err(e) = smol::unblock(move || inv.inventory.enroll(r)).await {
-                crate::warn!("cannot record fleet client {} from {peer}: {e}", rec.id);
-                return Err(None);
-            }
+            let hash = crate::ids::secret_hash(&h.secret);
+            let rec = store_new(shared, h, peer, now, h.client_id.clone(), hash, "").await?;
             return Ok((rec, String::new(), true));
         }
         return Err(Some(refusal(
@@ -485,34 +474,48 @@ async fn enroll(
             return Err(None);
         }
     };
+    let hash = crate::ids::secret_hash(&secret);
+    let rec = store_new(shared, h, peer, now, id, hash, cloned_from).await?;
+    shared
+        .metrics
+        .clients_enrolled
+        .fetch_add(1, Ordering::Relaxed);
+    Ok((rec, secret))
+}
+
+/// Records a client this factory has no record of (a new one, a clone, or a fleet client the
+/// balancer moved here) and returns the record as stored, with the host tag the inventory gave
+/// it. fsync'd before the Welcome: a client must never hold an id the factory forgot. A record
+/// that cannot be made durable refuses the agent with Busy.
+async fn store_new(
+    shared: &Arc<Shared>,
+    h: &Hello,
+    peer: SocketAddr,
+    now: u64,
+    id: String,
+    secret_hash: String,
+    cloned_from: &str,
+) -> Result<ClientRecord, Option<Refusal>> {
     let mut rec = ClientRecord {
         id,
         first_seen: now,
-        secret_hash: crate::ids::secret_hash(&secret),
+        secret_hash,
         installation: h.installation.clone(),
         cloned_from: cloned_from.to_string(),
         ..Default::default()
     };
     fill(&mut rec, h, peer, now);
-    // fsync'd before the Welcome: a client must never hold an id the factory forgot.
     let inv = shared.clone();
-    match smol::unblock(move || inv.inventory.enroll(rec)).await {
-        Ok(rec) => {
-            shared
-                .metrics
-                .clients_enrolled
-                .fetch_add(1, Ordering::Relaxed);
-            Ok((rec, secret))
-        }
-        Err(e) => {
+    smol::unblock(move || inv.inventory.enroll(rec))
+        .await
+        .map_err(|e| {
             // The rejection line (rate-limited) names the cause; the inventory warned once.
-            Err(Some(refusal(
+            Some(refusal(
                 Reason::Busy,
                 RejectCode::Busy,
                 format!("the factory cannot store a new client now (inventory: {e}); retry later"),
-            )))
-        }
-    }
+            ))
+        })
 }
 
 /// Copies what the Hello says about the machine into its record.

@@ -80,6 +80,50 @@ fn a_client_enrolled_at_one_factory_is_welcomed_back_at_another_of_the_fleet() {
 }
 
 #[test]
+fn a_fleet_client_moved_to_a_factory_where_its_hostname_is_taken_gets_its_own_series_at_once() {
+    let (da, db) = (temp_dir("fleet-tag-a"), temp_dir("fleet-tag-b"));
+    let a = Harness::start(&da, &with_key(KEY));
+    let b = Harness::start(&db, &with_key(KEY));
+    let now = autofactory::clock::unix_now_ns();
+    smol::block_on(async {
+        // B already serves a machine called raspberrypi.
+        let (mut local, _) = Client::enroll(b.addr, "raspberrypi").await;
+        assert_eq!(
+            local
+                .batch(1, vec![snapshot(now - 2_000_000_000, 0)])
+                .await
+                .seq,
+            1
+        );
+        // Another raspberrypi, enrolled at A, is moved to B by the balancer.
+        let (_, w) = Client::enroll(a.addr, "raspberrypi").await;
+        let (mut moved, answer) =
+            Client::hello(b.addr, back_hello(&w.client_id, &w.secret, "raspberrypi")).await;
+        assert!(matches!(answer, Message::Welcome(_)), "{answer:?}");
+        assert_eq!(
+            moved
+                .batch(1, vec![snapshot(now - 1_000_000_000, 0)])
+                .await
+                .seq,
+            1
+        );
+        let tag = format!("host=raspberrypi~{}", &w.client_id[..8]);
+        let lines = b.sink.text();
+        let moved_lines: Vec<&str> = lines
+            .lines()
+            .filter(|l| l.ends_with(&format!(" {}", now - 1_000_000_000)))
+            .collect();
+        assert!(!moved_lines.is_empty(), "{lines}");
+        assert!(
+            moved_lines.iter().all(|l| l.contains(&tag)),
+            "its first points already carry {tag}:\n{lines}"
+        );
+    });
+    a.stop().expect("clean shutdown");
+    b.stop().expect("clean shutdown");
+}
+
+#[test]
 fn another_fleet_key_or_none_does_not_know_the_client() {
     let (da, db, dc) = (
         temp_dir("fleet-key-1"),
