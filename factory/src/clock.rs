@@ -121,7 +121,6 @@ pub struct BootReference {
 pub struct AgentClock {
     rules: ClockRules,
     boot_id: String,
-    sync: ClockSync,
     /// `agent_clock - received`, recent messages.
     offsets: VecDeque<i64>,
     /// `received - agent_boottime`, recent messages of this boot.
@@ -131,12 +130,11 @@ pub struct AgentClock {
 }
 
 impl AgentClock {
-    /// A connection's clock, from its Hello: the agent's boot and sync state.
-    pub fn new(rules: ClockRules, boot_id: &str, sync: ClockSync) -> AgentClock {
+    /// A connection's clock, from its Hello: the agent's boot.
+    pub fn new(rules: ClockRules, boot_id: &str) -> AgentClock {
         AgentClock {
             rules,
             boot_id: boot_id.to_owned(),
-            sync,
             offsets: VecDeque::with_capacity(WINDOW),
             zeros: VecDeque::with_capacity(WINDOW),
             earlier: Vec::new(),
@@ -168,16 +166,6 @@ impl AgentClock {
                 received_ns.saturating_sub(agent_boottime_ns),
             );
         }
-    }
-
-    /// The sync state the agent reported last.
-    pub fn set_sync(&mut self, sync: ClockSync) {
-        self.sync = sync;
-    }
-
-    /// The agent's sync state, as reported.
-    pub fn sync(&self) -> ClockSync {
-        self.sync
     }
 
     /// Agent wall clock minus factory wall clock, when known.
@@ -262,8 +250,8 @@ mod tests {
 
     /// An agent booted 1,000 s before NOW whose clock reads `offset` from true time; it sends a
     /// message every 10 s received after `delay`.
-    fn agent(offset: i64, delay: i64, sync: ClockSync) -> AgentClock {
-        let mut c = AgentClock::new(ClockRules::default(), BOOT, sync);
+    fn agent(offset: i64, delay: i64) -> AgentClock {
+        let mut c = AgentClock::new(ClockRules::default(), BOOT);
         let boot_true = NOW - 1_000 * S;
         for i in 0..5 {
             let sent_true = NOW - 50 * S + i * 10 * S;
@@ -274,7 +262,7 @@ mod tests {
 
     #[test]
     fn a_synced_agent_with_a_right_clock_is_untouched() {
-        let c = agent(3_000_000, 400_000, ClockSync::Synced);
+        let c = agent(3_000_000, 400_000);
         let mut s = snap(NOW - 5 * S, 995 * S, ClockSync::Synced, BOOT);
         assert_eq!(c.correct(&mut s, NOW), Fix::Untouched);
         assert_eq!(s.time_ns, NOW - 5 * S);
@@ -286,7 +274,7 @@ mod tests {
     fn three_hours_behind_and_unsynced_lands_within_the_delay_of_true_time() {
         let behind = -3 * 3_600 * S;
         let delay = 2_000_000; // 2 ms one way
-        let c = agent(behind, delay, ClockSync::Unsynced);
+        let c = agent(behind, delay);
         let true_ns = NOW - 7 * S;
         let mut s = snap(true_ns + behind, 993 * S, ClockSync::Unsynced, BOOT);
         assert_eq!(
@@ -300,7 +288,7 @@ mod tests {
 
     #[test]
     fn an_offset_beyond_the_threshold_is_corrected_even_when_synced() {
-        let c = agent(5 * S, 0, ClockSync::Synced);
+        let c = agent(5 * S, 0);
         let mut s = snap(NOW + 5 * S, 1_000 * S, ClockSync::Synced, BOOT);
         assert!(matches!(c.correct(&mut s, NOW), Fix::Corrected { .. }));
         assert_eq!(s.time_ns, NOW);
@@ -310,7 +298,7 @@ mod tests {
     fn snapshots_taken_offline_before_the_clock_was_fixed_land_at_their_true_times() {
         // Collected unsynced at 1970-ish times during the first minutes of the boot; the
         // agent then synced and connected: its messages now carry the right clock.
-        let c = agent(0, 1_000_000, ClockSync::Synced);
+        let c = agent(0, 1_000_000);
         let boot_true = NOW - 1_000 * S;
         for boottime in [30 * S, 60 * S, 90 * S] {
             let mut s = snap(boottime, boottime, ClockSync::Unsynced, BOOT);
@@ -321,7 +309,7 @@ mod tests {
 
     #[test]
     fn another_boot_without_a_reference_is_written_as_is_or_refused_outside_the_window() {
-        let c = agent(0, 0, ClockSync::Synced);
+        let c = agent(0, 0);
         let other = "00000000-0000-0000-0000-000000000001";
         let mut s = snap(NOW - 100 * S, 50 * S, ClockSync::Unsynced, other);
         assert_eq!(c.correct(&mut s, NOW), Fix::Uncorrectable);
@@ -334,12 +322,11 @@ mod tests {
 
     #[test]
     fn an_earlier_connections_reference_serves_its_boot() {
-        let old = agent(0, 0, ClockSync::Synced);
+        let old = agent(0, 0);
         let reference = old.reference().expect("a reference");
         assert_eq!(reference.zero_ns, NOW - 1_000 * S);
         // The agent rebooted; its new connection knows the new boot only.
-        let c = AgentClock::new(ClockRules::default(), "new-boot", ClockSync::Unsynced)
-            .with_earlier(&[reference]);
+        let c = AgentClock::new(ClockRules::default(), "new-boot").with_earlier(&[reference]);
         let mut s = snap(5 * S, 500 * S, ClockSync::Unsynced, BOOT);
         assert!(matches!(c.correct(&mut s, NOW), Fix::Corrected { .. }));
         assert_eq!(s.time_ns, NOW - 500 * S);
@@ -347,7 +334,7 @@ mod tests {
 
     #[test]
     fn a_first_release_agent_is_never_touched_when_its_clock_is_plausible() {
-        let mut c = AgentClock::new(ClockRules::default(), "", ClockSync::Unknown);
+        let mut c = AgentClock::new(ClockRules::default(), "");
         c.observe(NOW, 0, NOW);
         c.observe(0, 0, NOW + S); // batches of 0.1 carry no send times
         let mut s = snap(NOW - S, 0, ClockSync::Unknown, "");
@@ -357,7 +344,7 @@ mod tests {
 
     #[test]
     fn only_recent_messages_count() {
-        let mut c = AgentClock::new(ClockRules::default(), BOOT, ClockSync::Synced);
+        let mut c = AgentClock::new(ClockRules::default(), BOOT);
         c.observe(NOW + 10 * S, 1, NOW); // long ago the clock was 10 s ahead
         for i in 0..WINDOW as i64 {
             c.observe(NOW + i, 2 + i, NOW + i);

@@ -285,7 +285,7 @@ pub(crate) async fn run(
             }
         );
         let last = (record.epoch, record.last_acked_seq);
-        let mut clock = AgentClock::new(shared.config().clock, &hello.boot_id, hello.clock_sync)
+        let mut clock = AgentClock::new(shared.config().clock, &hello.boot_id)
             .with_earlier(&shared.boots.of(&id));
         clock.observe(hello.agent_clock_ns, hello.agent_boottime_ns, hello_at);
         let mut live = Live {
@@ -535,17 +535,8 @@ fn fill(r: &mut ClientRecord, h: &Hello, peer: SocketAddr, now: u64) {
     r.config_hash = h.config_hash;
     r.config_status = h.config_status.as_str().to_string();
     r.config_error = h.config_error.clone();
-    r.clock_sync = clock_str(h.clock_sync).to_string();
+    r.clock_sync = h.clock_sync.as_str().to_string();
     r.boot_id = h.boot_id.clone();
-}
-
-/// The name of a clock state in the inventory and its views.
-pub(crate) fn clock_str(c: ClockSync) -> &'static str {
-    match c {
-        ClockSync::Unknown => "unknown",
-        ClockSync::Synced => "synced",
-        ClockSync::Unsynced => "unsynced",
-    }
 }
 
 /// What a batch says about its client, kept until its ack.
@@ -951,7 +942,7 @@ impl Live<'_> {
                 r.config_hash = info.config_hash;
             }
             if info.clock_sync != ClockSync::Unknown {
-                r.clock_sync = clock_str(info.clock_sync).to_string();
+                r.clock_sync = info.clock_sync.as_str().to_string();
             }
             if let Some(b) = &info.boot_id {
                 r.boot_id.clone_from(b);
@@ -1084,11 +1075,10 @@ impl Live<'_> {
             m.snapshots_time_refused
                 .fetch_add(out_of_window, Ordering::Relaxed);
             crate::info_limited!(
-                "{} ({}): clock offset {} ms, sync {:?}: {corrected} snapshot time(s) rebuilt from boottime, {uncorrectable} written as they were (tagged clock=unverified), {out_of_window} outside the sanity window kept as dead letters",
+                "{} ({}): clock offset {} ms: {corrected} snapshot time(s) rebuilt from boottime, {uncorrectable} written as they were (tagged clock=unverified), {out_of_window} outside the sanity window kept as dead letters",
                 self.hostname,
                 self.id,
                 self.clock.offset_ns().map_or("unknown".to_string(), |o| (o / 1_000_000).to_string()),
-                self.clock.sync(),
             );
         }
         let backlog = b

@@ -90,6 +90,17 @@ pub enum ClockSync {
     Unsynced,
 }
 
+impl ClockSync {
+    /// The name used in the inventory, `/clients` and the fleet page.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClockSync::Unknown => "unknown",
+            ClockSync::Synced => "synced",
+            ClockSync::Unsynced => "unsynced",
+        }
+    }
+}
+
 /// Where the agent keeps unacknowledged snapshots right now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
 pub enum BufferState {
