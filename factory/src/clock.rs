@@ -29,14 +29,6 @@ use std::sync::Mutex;
 /// Boots remembered per client, newest last.
 const BOOTS_KEPT: usize = 4;
 
-/// The factory's wall clock, unix nanoseconds.
-pub fn unix_now_ns() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
-}
-
 /// Each client's boot references from its earlier connections, kept in memory while the
 /// factory runs (a restarted factory learns them again from the next connection of each boot).
 #[derive(Debug, Default)]

@@ -292,13 +292,6 @@ pub fn factory_name(listen_port: u16) -> String {
     format!("{host}:{listen_port}")
 }
 
-fn unix_now_ns() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as i64)
-        .unwrap_or(0)
-}
-
 /// The connected clients of `shared`, as points.
 fn connected_points(shared: &Shared) -> Vec<ClientPoint> {
     // The session map gives who is connected and the Config each was sent; the inventory the
@@ -363,7 +356,7 @@ pub(crate) async fn run(shared: Arc<Shared>, factory: String) {
                 }
                 continue;
             }
-            let time_ns = unix_now_ns();
+            let time_ns = crate::log::unix_now_ns();
             let mut lines = String::new();
             for p in &due {
                 p.write_line(&mut lines, &factory, time_ns);

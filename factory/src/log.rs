@@ -36,6 +36,14 @@ pub fn unix_now() -> u64 {
         .unwrap_or(0)
 }
 
+/// Unix nanoseconds now (0 if the clock is before 1970).
+pub fn unix_now_ns() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
 /// `YYYY-MM-DDTHH:MM:SSZ` for unix seconds (Howard Hinnant's civil-from-days).
 pub fn rfc3339(secs: u64) -> String {
     let days = (secs / 86_400) as i64;

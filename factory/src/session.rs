@@ -16,8 +16,9 @@
 //! is full the session stops reading from the socket, so a slow or failing sink pushes back on
 //! agents (which keep their batches on disk) instead of growing the factory's memory.
 
-use crate::clock::{unix_now_ns, AgentClock, Fix};
+use crate::clock::{AgentClock, Fix};
 use crate::inventory::ClientRecord;
+use crate::log::unix_now_ns;
 use crate::metrics::Reason;
 use crate::server::{SessionEntry, Shared, WriteFuture};
 use crate::transport::{self, Incoming, Ws};

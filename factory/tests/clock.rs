@@ -73,7 +73,7 @@ impl Agent {
 }
 
 fn now() -> i64 {
-    autofactory::clock::unix_now_ns()
+    autofactory::log::unix_now_ns()
 }
 
 /// The timestamps of the sink's `system` lines, and whether each carries `clock=unverified`.

@@ -84,7 +84,7 @@ fn a_fleet_client_moved_to_a_factory_where_its_hostname_is_taken_gets_its_own_se
     let (da, db) = (temp_dir("fleet-tag-a"), temp_dir("fleet-tag-b"));
     let a = Harness::start(&da, &with_key(KEY));
     let b = Harness::start(&db, &with_key(KEY));
-    let now = autofactory::clock::unix_now_ns();
+    let now = autofactory::log::unix_now_ns();
     smol::block_on(async {
         // B already serves a machine called raspberrypi.
         let (mut local, _) = Client::enroll(b.addr, "raspberrypi").await;
