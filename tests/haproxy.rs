@@ -20,19 +20,7 @@ use crate::tmp::TempDir;
 
 /// Where haproxy is, if anywhere.
 pub fn haproxy_path() -> Option<PathBuf> {
-    if let Some(p) = std::env::var_os("AUTOFACT_HAPROXY") {
-        let p = PathBuf::from(p);
-        return p.exists().then_some(p);
-    }
-    let sbin = PathBuf::from("/usr/sbin/haproxy");
-    if sbin.exists() {
-        return Some(sbin);
-    }
-    std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|d| d.join("haproxy"))
-            .find(|p| p.exists())
-    })
+    crate::process::find_program("AUTOFACT_HAPROXY", "/usr/sbin/haproxy", "haproxy")
 }
 
 /// A running HAProxy balancing TCP connections over `backends`.

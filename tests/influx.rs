@@ -64,20 +64,7 @@ pub struct Influx {
 
 /// Where influxd is, if anywhere.
 pub fn influxd_path() -> Option<PathBuf> {
-    // When set, it is the only place looked at (so a test run can pretend influxd is missing).
-    if let Some(p) = std::env::var_os("AUTOFACT_INFLUXD") {
-        let p = PathBuf::from(p);
-        return p.exists().then_some(p);
-    }
-    let usr = PathBuf::from("/usr/bin/influxd");
-    if usr.exists() {
-        return Some(usr);
-    }
-    std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|d| d.join("influxd"))
-            .find(|p| p.exists())
-    })
+    crate::process::find_program("AUTOFACT_INFLUXD", "/usr/bin/influxd", "influxd")
 }
 
 impl Influx {

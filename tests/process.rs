@@ -8,6 +8,24 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
+/// Where a program the tests start is: only `$env` when that is set (so a run can pretend the
+/// program is missing), else `usual`, else the first `name` on `PATH`.
+pub fn find_program(env: &str, usual: &str, name: &str) -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os(env) {
+        let p = PathBuf::from(p);
+        return p.exists().then_some(p);
+    }
+    let usual = PathBuf::from(usual);
+    if usual.exists() {
+        return Some(usual);
+    }
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join(name))
+            .find(|p| p.exists())
+    })
+}
+
 /// A running child whose stdout and stderr go to `<dir>/<name>.out` and `<dir>/<name>.err`.
 #[derive(Debug)]
 pub struct Proc {
@@ -113,5 +131,31 @@ impl Proc {
 impl Drop for Proc {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::find_program;
+
+    #[test]
+    fn find_program_takes_the_env_path_only_then_the_usual_one_then_path() {
+        // A set variable is the only place looked at, even when it names nothing.
+        std::env::set_var("AUTOFACT_TEST_FIND_MISSING", "/nonexistent/program");
+        assert_eq!(
+            find_program("AUTOFACT_TEST_FIND_MISSING", "/bin/sh", "sh"),
+            None
+        );
+        assert_eq!(
+            find_program(
+                "AUTOFACT_TEST_FIND_UNSET",
+                "/bin/sh",
+                "nothing-by-this-name"
+            ),
+            Some("/bin/sh".into())
+        );
+        let on_path =
+            find_program("AUTOFACT_TEST_FIND_UNSET", "/nonexistent/sh", "sh").expect("sh on PATH");
+        assert!(on_path.ends_with("sh") && on_path.exists(), "{on_path:?}");
     }
 }

@@ -21,19 +21,11 @@ use crate::tmp::TempDir;
 
 /// Where victoria-metrics is, if anywhere.
 pub fn victoria_path() -> Option<PathBuf> {
-    if let Some(p) = std::env::var_os("AUTOFACT_VICTORIA") {
-        let p = PathBuf::from(p);
-        return p.exists().then_some(p);
-    }
-    let usr = PathBuf::from("/usr/bin/victoria-metrics");
-    if usr.exists() {
-        return Some(usr);
-    }
-    std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|d| d.join("victoria-metrics"))
-            .find(|p| p.exists())
-    })
+    crate::process::find_program(
+        "AUTOFACT_VICTORIA",
+        "/usr/bin/victoria-metrics",
+        "victoria-metrics",
+    )
 }
 
 /// One exported series: its labels and raw samples.
