@@ -8,14 +8,14 @@
 // nanoserde's DeJson derive expands to `match .. { Some(t) => t, None => return .. }`.
 #![allow(clippy::question_mark)]
 
+use crate::context::Context;
 use crate::error::Error;
-use crate::server::Factory;
 use nanoserde::{DeJson, SerJson};
 use smol::io::{AsyncReadExt, AsyncWriteExt};
 use smol::Async;
-use std::future::Future;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Bound on a request head; anything longer is not a request we serve.
@@ -92,144 +92,148 @@ pub struct ClientsDoc {
     pub clients: Vec<ClientView>,
 }
 
-impl Factory {
-    /// The `GET /clients` document.
-    pub fn clients_doc(&self) -> ClientsDoc {
-        // A set: one lookup per client, not a scan of every session (quadratic at 10,000).
-        let connected: std::collections::HashSet<String> = self.connected().into_iter().collect();
-        let config = self.config();
-        let list = self.inventory().list();
-        let mut names: std::collections::HashMap<String, usize> = Default::default();
-        for r in &list {
-            *names.entry(r.name().to_string()).or_default() += 1;
-        }
-        let clients = list
-            .into_iter()
-            .map(|r| ClientView {
-                connected: connected.contains(&r.id),
-                dropped: self.shared.fleet.dropped(&r.id),
-                host_tag: r.tag().to_string(),
-                duplicate_hostname: names.get(r.name()).is_some_and(|n| *n > 1),
-                installation: r.installation,
-                buffer_state: r.buffer_state,
-                epoch: format!("{:016x}", r.epoch),
-                cloned_from: r.cloned_from,
-                config_current: r.config_hash != 0
-                    && r.config_hash == config.effective(&r.region, &r.id).hash(),
-                config_hash: format!("{:016x}", r.config_hash),
-                config_status: r.config_status,
-                config_error: r.config_error,
-                clock_sync: r.clock_sync,
-                boot_id: r.boot_id,
-                clock_offset_ms: r.clock_offset_ms,
-                snapshots_time_corrected: r.snapshots_time_corrected,
-                snapshots_time_uncorrectable: r.snapshots_time_uncorrectable,
-                id: r.id,
-                hostname: r.hostname,
-                region: r.region,
-                zone: r.zone,
-                arch: r.arch,
-                kernel: r.kernel,
-                os: r.os,
-                cpu_model: r.cpu_model,
-                mem_total: r.mem_total,
-                agent_version: r.agent_version,
-                first_seen: r.first_seen,
-                last_seen: r.last_seen,
-                last_address: r.last_address,
-                last_acked_seq: r.last_acked_seq,
-                backlog: r.backlog,
-            })
-            .collect();
-        ClientsDoc { clients }
+/// The `GET /clients` document.
+pub(crate) fn clients_doc(ctx: &Context) -> ClientsDoc {
+    // A set: one lookup per client, not a scan of every session (quadratic at 10,000).
+    let connected: std::collections::HashSet<String> =
+        ctx.registry().connected().into_iter().collect();
+    let config = ctx.config();
+    let list = ctx.inventory().list();
+    let mut names: std::collections::HashMap<String, usize> = Default::default();
+    for r in &list {
+        *names.entry(r.name().to_string()).or_default() += 1;
     }
+    let clients = list
+        .into_iter()
+        .map(|r| ClientView {
+            connected: connected.contains(&r.id),
+            dropped: ctx.registry().seen(&r.id).dropped,
+            host_tag: r.tag().to_string(),
+            duplicate_hostname: names.get(r.name()).is_some_and(|n| *n > 1),
+            installation: r.installation,
+            buffer_state: r.buffer_state,
+            epoch: format!("{:016x}", r.epoch),
+            cloned_from: r.cloned_from,
+            config_current: r.config_hash != 0
+                && r.config_hash == config.effective(&r.region, &r.id).hash(),
+            config_hash: format!("{:016x}", r.config_hash),
+            config_status: r.config_status,
+            config_error: r.config_error,
+            clock_sync: r.clock_sync,
+            boot_id: r.boot_id,
+            clock_offset_ms: r.clock_offset_ms,
+            snapshots_time_corrected: r.snapshots_time_corrected,
+            snapshots_time_uncorrectable: r.snapshots_time_uncorrectable,
+            id: r.id,
+            hostname: r.hostname,
+            region: r.region,
+            zone: r.zone,
+            arch: r.arch,
+            kernel: r.kernel,
+            os: r.os,
+            cpu_model: r.cpu_model,
+            mem_total: r.mem_total,
+            agent_version: r.agent_version,
+            first_seen: r.first_seen,
+            last_seen: r.last_seen,
+            last_address: r.last_address,
+            last_acked_seq: r.last_acked_seq,
+            backlog: r.backlog,
+        })
+        .collect();
+    ClientsDoc { clients }
+}
 
-    /// Serves the admin API on `listener` until `shutdown` resolves.
-    pub async fn serve_admin(
-        &self,
-        listener: Async<TcpListener>,
-        shutdown: impl Future<Output = ()>,
-    ) -> Result<(), Error> {
-        let accept = async {
-            loop {
-                match listener.accept().await {
-                    Ok((stream, peer)) => {
-                        let f = self.clone();
-                        smol::spawn(async move {
-                            let _ = smol::future::or(f.answer(stream, peer), async {
+/// Serves the admin API on `listener` until the factory stops; each request is a task on
+/// `executor`, the factory's.
+pub(crate) async fn serve(
+    ctx: Arc<Context>,
+    executor: &smol::Executor<'static>,
+    listener: Async<TcpListener>,
+) {
+    let accept = async {
+        loop {
+            match listener.accept().await {
+                Ok((stream, peer)) => {
+                    let ctx = ctx.clone();
+                    executor
+                        .spawn(async move {
+                            let _ = smol::future::or(answer(&ctx, stream, peer), async {
                                 smol::Timer::after(REQUEST_TIMEOUT).await;
                                 Ok(())
                             })
                             .await;
                         })
                         .detach();
-                    }
-                    Err(e) => {
-                        crate::warn!("admin accept: {e}");
-                        smol::Timer::after(Duration::from_millis(100)).await;
-                    }
+                }
+                Err(e) => {
+                    crate::warn!("admin accept: {e}");
+                    smol::Timer::after(Duration::from_millis(100)).await;
                 }
             }
-        };
-        smol::future::or(accept, shutdown).await;
-        Ok(())
-    }
-
-    async fn answer(&self, mut stream: Async<TcpStream>, peer: SocketAddr) -> std::io::Result<()> {
-        let mut head = Vec::new();
-        let mut buf = [0u8; 1024];
-        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-            let n = stream.read(&mut buf).await?;
-            if n == 0 {
-                return Ok(());
-            }
-            head.extend_from_slice(&buf[..n]);
-            if head.len() > MAX_HEAD {
-                return respond(
-                    &mut stream,
-                    "431 Request Header Fields Too Large",
-                    "text/plain",
-                    "request too large\n",
-                )
-                .await;
-            }
         }
-        let first = head.split(|b| *b == b'\n').next().unwrap_or_default();
-        let first = String::from_utf8_lossy(first);
-        let mut parts = first.split_whitespace();
-        let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-        if method != "GET" {
+    };
+    smol::future::or(accept, ctx.shutdown().begun()).await;
+}
+
+async fn answer(
+    ctx: &Context,
+    mut stream: Async<TcpStream>,
+    peer: SocketAddr,
+) -> std::io::Result<()> {
+    let mut head = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = stream.read(&mut buf).await?;
+        if n == 0 {
+            return Ok(());
+        }
+        head.extend_from_slice(&buf[..n]);
+        if head.len() > MAX_HEAD {
             return respond(
                 &mut stream,
-                "405 Method Not Allowed",
+                "431 Request Header Fields Too Large",
                 "text/plain",
-                "only GET\n",
+                "request too large\n",
             )
             .await;
         }
-        match path.split('?').next().unwrap_or("") {
-            "/" => {
-                let body = fleet_page(&self.clients_doc());
-                respond(&mut stream, "200 OK", "text/html; charset=utf-8", &body).await
-            }
-            "/clients" => {
-                let body = self.clients_doc().serialize_json();
-                respond(&mut stream, "200 OK", "application/json", &body).await
-            }
-            "/metrics" => {
-                let body = self.metrics().render();
-                respond(&mut stream, "200 OK", "text/plain; version=0.0.4", &body).await
-            }
-            _ => {
-                crate::info!("admin: {peer} asked for {path:?}: not found");
-                respond(
-                    &mut stream,
-                    "404 Not Found",
-                    "text/plain",
-                    "try /, /clients or /metrics\n",
-                )
-                .await
-            }
+    }
+    let first = head.split(|b| *b == b'\n').next().unwrap_or_default();
+    let first = String::from_utf8_lossy(first);
+    let mut parts = first.split_whitespace();
+    let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    if method != "GET" {
+        return respond(
+            &mut stream,
+            "405 Method Not Allowed",
+            "text/plain",
+            "only GET\n",
+        )
+        .await;
+    }
+    match path.split('?').next().unwrap_or("") {
+        "/" => {
+            let body = fleet_page(&clients_doc(ctx));
+            respond(&mut stream, "200 OK", "text/html; charset=utf-8", &body).await
+        }
+        "/clients" => {
+            let body = clients_doc(ctx).serialize_json();
+            respond(&mut stream, "200 OK", "application/json", &body).await
+        }
+        "/metrics" => {
+            let body = ctx.metrics().render();
+            respond(&mut stream, "200 OK", "text/plain; version=0.0.4", &body).await
+        }
+        _ => {
+            crate::info!("admin: {peer} asked for {path:?}: not found");
+            respond(
+                &mut stream,
+                "404 Not Found",
+                "text/plain",
+                "try /, /clients or /metrics\n",
+            )
+            .await
         }
     }
 }

@@ -30,12 +30,11 @@
 //! the store is down the loop waits for its write like a session does, and catches up with the
 //! state of that moment once it is back; the store misses no state, only the intermediate ones.
 
-use crate::server::Shared;
+use crate::context::Context;
 use autofact_fbs::lineproto::{write_int, write_key, write_measurement};
-use autofact_fbs::Batch;
 use std::collections::HashMap;
 use std::fmt::Write;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// The measurement's name.
@@ -46,57 +45,6 @@ pub const POLL: Duration = Duration::from_secs(1);
 
 /// Every connected client is written at least this often.
 pub const REFRESH: Duration = Duration::from_secs(60);
-
-/// What a client's batches say beyond its inventory record, kept in memory per client id.
-#[derive(Debug, Default)]
-pub struct Observed {
-    seen: Mutex<HashMap<String, Seen>>,
-}
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-struct Seen {
-    dropped: Option<u64>,
-    applied_config_hash: Option<u64>,
-}
-
-impl Observed {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Seen>> {
-        // Entries are replaced whole, so a poisoned lock holds nothing half-written.
-        self.seen.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Notes what batch `b` of client `id` tells: its latest dropped-batch count and the hash
-    /// of the Config it applied.
-    pub fn batch(&self, id: &str, b: &Batch) {
-        let dropped = b
-            .snapshots
-            .iter()
-            .rev()
-            .find_map(|s| s.health.as_ref().map(|h| h.dropped_batches));
-        let applied = (b.config_hash != 0).then_some(b.config_hash);
-        if dropped.is_none() && applied.is_none() {
-            return;
-        }
-        let mut seen = self.lock();
-        let e = seen.entry(id.to_string()).or_default();
-        if dropped.is_some() {
-            e.dropped = dropped;
-        }
-        if applied.is_some() {
-            e.applied_config_hash = applied;
-        }
-    }
-
-    /// Client `id`'s dropped-batch count from its latest health fact, when one came since
-    /// this factory started.
-    pub fn dropped(&self, id: &str) -> Option<u64> {
-        self.get(id).dropped
-    }
-
-    fn get(&self, id: &str) -> Seen {
-        self.lock().get(id).copied().unwrap_or_default()
-    }
-}
 
 /// One client's `autofact_client` point, before its timestamp.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -292,19 +240,15 @@ pub fn factory_name(listen_port: u16) -> String {
     format!("{host}:{listen_port}")
 }
 
-/// The connected clients of `shared`, as points.
-fn connected_points(shared: &Shared) -> Vec<ClientPoint> {
-    // The session map gives who is connected and the Config each was sent; the inventory the
+/// The clients connected to this factory, as points.
+fn connected_points(ctx: &Context) -> Vec<ClientPoint> {
+    // The registry gives who is connected and the Config each was sent; the inventory the
     // rest. Locks are taken one after the other, never nested.
-    let live: Vec<(String, u64)> = shared
-        .sessions()
-        .iter()
-        .map(|(id, e)| (id.clone(), e.config.hash()))
-        .collect();
+    let live = ctx.registry().connected_configs();
     live.into_iter()
         .filter_map(|(id, config_hash)| {
-            let r = shared.inventory.get(&id)?;
-            let seen = shared.fleet.get(&id);
+            let r = ctx.inventory().get(&id)?;
+            let seen = ctx.registry().seen(&id);
             Some(ClientPoint {
                 host: r.hostname,
                 region: r.region,
@@ -326,23 +270,22 @@ fn connected_points(shared: &Shared) -> Vec<ClientPoint> {
 }
 
 /// Writes `autofact_client` points into the sink until the factory stops (see the module doc).
-pub(crate) async fn run(shared: Arc<Shared>, factory: String) {
-    let stop_rx = shared.stop_rx.clone();
+pub(crate) async fn run(ctx: Arc<Context>, factory: String) {
     let work = async {
         let mut tracker = Tracker::new();
         loop {
             smol::Timer::after(POLL).await;
             // Looked up each round: a reload can add or remove the key.
-            if shared.config().fleet_key.is_none() {
+            if ctx.config().fleet_key.is_none() {
                 continue;
             }
             let now = Instant::now();
             let refreshed = tracker.refresh_due(now, REFRESH);
-            let connected = connected_points(&shared);
+            let connected = connected_points(&ctx);
             let due = tracker.due(now, REFRESH, &connected, |w| {
                 // Its record now (last seen, backlog as of the end of its session).
                 let mut p = w.clone();
-                if let Some(r) = shared.inventory.get(&w.id) {
+                if let Some(r) = ctx.inventory().get(&w.id) {
                     p.last_seen = r.last_seen;
                     p.backlog = r.backlog;
                 }
@@ -363,7 +306,7 @@ pub(crate) async fn run(shared: Arc<Shared>, factory: String) {
             }
             let n = due.len();
             // Refused inventory lines are dead-lettered under the pseudo-client `factory`.
-            match shared.sink.write("factory", lines, n).await {
+            match ctx.sink().write("factory", lines, n).await {
                 Ok(()) => tracker.written(due, refreshed, now),
                 // Not marked written: the same state is due again next round. (Today only a sink
                 // that has shut down answers an error, and then the stop signal ends this loop.)
@@ -371,10 +314,7 @@ pub(crate) async fn run(shared: Arc<Shared>, factory: String) {
             }
         }
     };
-    smol::future::or(work, async {
-        let _ = stop_rx.recv().await;
-    })
-    .await;
+    smol::future::or(work, ctx.shutdown().begun()).await;
 }
 
 #[cfg(test)]
@@ -475,36 +415,5 @@ mod tests {
         let t2 = t0 + minute;
         assert!(t.refresh_due(t2, minute));
         assert_eq!(t.due(t2, minute, &[a2.clone()], off), vec![a2]);
-    }
-
-    #[test]
-    fn observed_keeps_the_latest_health_and_config_hash() {
-        use autofact_fbs::{Health, Snapshot};
-        let o = Observed::default();
-        let snap = |dropped| Snapshot {
-            health: Some(Health {
-                dropped_batches: dropped,
-                ..Default::default()
-            }),
-            ..Default::default()
-        };
-        let b = Batch {
-            seq: 1,
-            snapshots: vec![snap(1), Snapshot::default(), snap(4)],
-            config_hash: 0x55,
-            ..Default::default()
-        };
-        o.batch("a", &b);
-        assert_eq!(
-            o.get("a"),
-            Seen {
-                dropped: Some(4),
-                applied_config_hash: Some(0x55)
-            }
-        );
-        // A batch without health or hash keeps what was known.
-        o.batch("a", &Batch::default());
-        assert_eq!(o.get("a").dropped, Some(4));
-        assert_eq!(o.get("b"), Seen::default());
     }
 }

@@ -1,4 +1,5 @@
-//! Log lines on stderr with a UTC timestamp; per-batch lines on stdout. A global level set once
+//! Log lines on stderr with a UTC timestamp; per-batch lines on stdout (gathered and written a
+//! few times a second, see [`batch_line`]). A global level set once
 //! by `main` (`--quiet`, `--verbose`) so that every module can log without carrying a handle.
 //! Two limiters keep floods out of the log: [`RateLimit`] (lines per second, for rejections) and
 //! [`Repeats`] (each reason once per window with a count of its repeats, for warnings that
@@ -63,6 +64,63 @@ pub fn rfc3339(secs: u64) -> String {
         rem / 60 % 60,
         rem % 60
     )
+}
+
+/// Per-batch lines for stdout, gathered: thousands of sessions must not each take the stdout
+/// lock and make a write(2) per batch. Appended under a short lock; written in one go when
+/// past [`BATCH_LINES_FLUSH`] bytes, or by [`flush_batch_lines`] (every
+/// [`BATCH_LINES_EVERY`] from the server, and at shutdown).
+static BATCH_LINES: Mutex<String> = Mutex::new(String::new());
+
+/// Held while gathered lines are written, so two flushes cannot swap their order.
+static BATCH_LINES_WRITING: Mutex<()> = Mutex::new(());
+
+/// Gathered bytes that make a flush at once.
+pub const BATCH_LINES_FLUSH: usize = 32 * 1024;
+
+/// How often the server flushes gathered lines.
+pub const BATCH_LINES_EVERY: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// Gathers one per-batch line (printed by the next flush).
+pub fn batch_line(msg: std::fmt::Arguments<'_>) {
+    use std::fmt::Write;
+    let full = {
+        let mut b = BATCH_LINES.lock().unwrap_or_else(|p| p.into_inner());
+        let _ = b.write_fmt(msg);
+        b.push('\n');
+        b.len() >= BATCH_LINES_FLUSH
+    };
+    if full {
+        flush_batch_lines();
+    }
+}
+
+/// Gathers text made of whole lines (the points at DEBUG).
+pub fn batch_text(text: &str) {
+    let full = {
+        let mut b = BATCH_LINES.lock().unwrap_or_else(|p| p.into_inner());
+        b.push_str(text);
+        b.len() >= BATCH_LINES_FLUSH
+    };
+    if full {
+        flush_batch_lines();
+    }
+}
+
+/// Writes the gathered per-batch lines to stdout.
+pub fn flush_batch_lines() {
+    use std::io::Write;
+    let _writing = BATCH_LINES_WRITING
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    let text = std::mem::take(&mut *BATCH_LINES.lock().unwrap_or_else(|p| p.into_inner()));
+    if text.is_empty() {
+        return;
+    }
+    let mut out = std::io::stdout().lock();
+    // Nowhere to report a failed stdout; the lines are informational.
+    let _ = out.write_all(text.as_bytes());
+    let _ = out.flush();
 }
 
 /// Writes one log line to stderr.

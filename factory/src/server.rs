@@ -1,84 +1,38 @@
-//! The factory itself: shared state (config, inventory, sink, live sessions), the accept loop
-//! with its connection limit, reload, and the graceful shutdown sequence.
+//! The factory itself: [`Factory::open`] builds the [`Context`]; [`serve`] runs the accept loop
+//! with its connection limit, the admin listener and the fleet loop on one executor, and the
+//! graceful shutdown sequence; reload puts a new config in force and pushes Configs through the
+//! registry.
 
 use crate::config::FactoryConfig;
+use crate::context::{Context, Parts};
 use crate::error::Error;
 use crate::inventory::Inventory;
 use crate::metrics::{Metrics, Reason};
-use crate::session::{self, Control};
+use crate::refusal;
+use crate::session;
+use crate::sink::FactSink;
 use crate::tls::TlsListener;
 use autofact_fbs::Config;
-use smol::channel::{Receiver, Sender};
-use smol::Async;
-use std::collections::HashMap;
+use smol::{Async, Executor};
 use std::future::Future;
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
-use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Duration;
-
-/// How often unsaved inventory records are retried (and a failed store reopened).
-const INVENTORY_RETRY: Duration = Duration::from_secs(2);
 
 /// How long shutdown waits for in-flight sink writes before it stops the sink anyway.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// How often unsaved inventory records are retried (and a failed store reopened).
+const INVENTORY_RETRY: Duration = Duration::from_secs(2);
+
+/// After the drain timeout, how long sessions get to see their writes fail and close.
+const LATE_DRAIN: Duration = Duration::from_secs(5);
+
 /// Connections past `max_connections` still get a websocket upgrade and a Reject{Busy}, up to
 /// this many at once; past that they are closed at TCP level without a word.
 const BUSY_SLACK: u64 = 1024;
-
-/// A boxed sink write.
-pub type WriteFuture =
-    Pin<Box<dyn Future<Output = Result<(), Box<dyn std::error::Error + Send + Sync>>> + Send>>;
-
-/// Where facts go. Implemented by [`crate::sink::Sink`]; tests substitute an in-memory one.
-pub trait FactSink: Send + Sync + 'static {
-    /// Resolves once `lines` (from client `client`) are durable -- written, or refused by the
-    /// store and kept as dead letters under `client`; waits while the store is failing; an
-    /// error only when the sink has shut down.
-    fn write(&self, client: &str, lines: String, points: usize) -> WriteFuture;
-    /// Resolves once `lines` that the factory itself refuses (never sent to the store, e.g. a
-    /// timestamp it could not trust) are kept as dead letters under `client` with `reason`.
-    /// Test sinks keep them with the rest by default.
-    fn keep_refused(&self, client: &str, reason: &str, lines: String) -> WriteFuture {
-        let _ = reason;
-        let points = lines.lines().count();
-        self.write(client, lines, points)
-    }
-    /// Drains in-flight writes, then stops.
-    fn shutdown(&self);
-    /// Where the facts go, for the startup line.
-    fn describe(&self) -> String {
-        "a test sink".to_string()
-    }
-}
-
-impl FactSink for crate::sink::Sink {
-    fn write(&self, client: &str, lines: String, points: usize) -> WriteFuture {
-        let (sink, client) = (self.clone(), client.to_string());
-        Box::pin(async move {
-            sink.write(&client, lines, points)
-                .await
-                .map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)
-        })
-    }
-    fn keep_refused(&self, client: &str, reason: &str, lines: String) -> WriteFuture {
-        let (sink, client, reason) = (self.clone(), client.to_string(), reason.to_string());
-        Box::pin(async move {
-            sink.keep_refused(&client, &reason, lines)
-                .await
-                .map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)
-        })
-    }
-    fn shutdown(&self) {
-        crate::sink::Sink::shutdown(self)
-    }
-    fn describe(&self) -> String {
-        crate::sink::Sink::describe(self).to_string()
-    }
-}
 
 /// What the factory is started with.
 pub struct Settings {
@@ -90,57 +44,10 @@ pub struct Settings {
     pub sink: Option<Arc<dyn FactSink>>,
 }
 
-/// A live session as seen from outside: how to reach it and what Config it has.
-pub(crate) struct SessionEntry {
-    pub conn: u64,
-    pub region: String,
-    pub hostname: String,
-    pub config: Config,
-    pub tx: Sender<Control>,
-}
-
-/// State shared by the accept loop, sessions, reload and the admin listener.
-pub(crate) struct Shared {
-    pub config: RwLock<Arc<FactoryConfig>>,
-    pub config_path: Option<PathBuf>,
-    pub token: RwLock<String>,
-    pub inventory: Inventory,
-    pub sink: Arc<dyn FactSink>,
-    /// TLS on the agent listener, when the config has a `tls` section.
-    pub tls: Option<Arc<TlsListener>>,
-    pub metrics: Arc<Metrics>,
-    /// What batches say for the fleet inventory measurement (see [`crate::fleet`]).
-    pub fleet: crate::fleet::Observed,
-    /// Agents' boot references from earlier connections (see [`crate::clock`]).
-    pub boots: crate::clock::BootReferences,
-    pub sessions: Mutex<HashMap<String, SessionEntry>>,
-    pub next_conn: AtomicU64,
-    /// Dropped (set to None) to tell every session to stop: their receivers then fail.
-    pub stop_tx: Mutex<Option<Sender<()>>>,
-    pub stop_rx: Receiver<()>,
-}
-
-impl Shared {
-    pub fn config(&self) -> Arc<FactoryConfig> {
-        self.config
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-    }
-
-    pub fn token(&self) -> String {
-        self.token.read().unwrap_or_else(|p| p.into_inner()).clone()
-    }
-
-    pub fn sessions(&self) -> std::sync::MutexGuard<'_, HashMap<String, SessionEntry>> {
-        self.sessions.lock().unwrap_or_else(|p| p.into_inner())
-    }
-}
-
 /// The running factory; a cheap clonable handle.
 #[derive(Clone)]
 pub struct Factory {
-    pub(crate) shared: Arc<Shared>,
+    ctx: Arc<Context>,
 }
 
 /// The enrollment token: the configured one, else the one stored in the data dir, else a new
@@ -220,60 +127,58 @@ impl Factory {
                 cfg.data_dir.join("enrollment-token").display()
             );
         }
-        let (stop_tx, stop_rx) = smol::channel::bounded(1);
         Ok(Factory {
-            shared: Arc::new(Shared {
-                config: RwLock::new(Arc::new(cfg)),
+            ctx: Arc::new(Context::new(Parts {
+                config: cfg,
                 config_path: settings.config_path,
-                token: RwLock::new(token),
+                token,
                 inventory,
                 sink,
                 tls,
                 metrics,
-                fleet: Default::default(),
-                boots: Default::default(),
-                sessions: Mutex::new(HashMap::new()),
-                next_conn: AtomicU64::new(1),
-                stop_tx: Mutex::new(Some(stop_tx)),
-                stop_rx,
-            }),
+            })),
         })
     }
 
     /// The counters.
     pub fn metrics(&self) -> &Arc<Metrics> {
-        &self.shared.metrics
+        self.ctx.metrics()
     }
 
     /// The inventory.
     pub fn inventory(&self) -> &Inventory {
-        &self.shared.inventory
+        self.ctx.inventory()
     }
 
     /// The current configuration.
     pub fn config(&self) -> Arc<FactoryConfig> {
-        self.shared.config()
+        self.ctx.config()
     }
 
     /// Where the facts go.
     pub fn sink_description(&self) -> String {
-        self.shared.sink.describe()
+        self.ctx.sink().describe()
     }
 
     /// The enrollment token in force.
     pub fn token(&self) -> String {
-        self.shared.token()
+        self.ctx.token()
     }
 
     /// Ids of the clients connected now.
     pub fn connected(&self) -> Vec<String> {
-        self.shared.sessions().keys().cloned().collect()
+        self.ctx.registry().connected()
+    }
+
+    /// The `GET /clients` document.
+    pub fn clients_doc(&self) -> crate::admin::ClientsDoc {
+        crate::admin::clients_doc(&self.ctx)
     }
 
     /// Re-reads the config file (SIGHUP). On error the running config stays and the error is
     /// returned (and logged). Returns how many clients were sent a new Config.
     pub fn reload(&self) -> Result<usize, Error> {
-        let Some(path) = &self.shared.config_path else {
+        let Some(path) = self.ctx.config_path() else {
             crate::info!("reload: no config file, nothing to re-read");
             return Ok(0);
         };
@@ -290,7 +195,7 @@ impl Factory {
     /// it concerns. Limits apply to connections accepted from now on; settings that need a
     /// restart (addresses, data dir, sink) are logged and not applied. Returns how many clients were sent a new Config.
     pub fn apply_config(&self, mut cfg: FactoryConfig) -> usize {
-        let old = self.shared.config();
+        let old = self.ctx.config();
         if cfg.listen != old.listen
             || cfg.admin_listen != old.admin_listen
             || cfg.data_dir != old.data_dir
@@ -305,39 +210,32 @@ impl Factory {
         cfg.sink_text = old.sink_text.clone();
         self.reload_tls(&mut cfg, &old);
         if let Some(t) = &cfg.token {
-            *self.shared.token.write().unwrap_or_else(|p| p.into_inner()) = t.clone();
+            self.ctx.set_token(t.clone());
         }
         let cfg = Arc::new(cfg);
-        *self
-            .shared
-            .config
-            .write()
-            .unwrap_or_else(|p| p.into_inner()) = cfg.clone();
+        self.ctx.set_config(cfg.clone());
+        let changes = self
+            .ctx
+            .registry()
+            .push_configs(|region, id| cfg.effective(region, id));
         let mut pushed = 0;
-        let mut sessions = self.shared.sessions();
-        for (id, entry) in sessions.iter_mut() {
-            let new = cfg.effective(&entry.region, id);
-            if new == entry.config {
-                continue;
-            }
+        for c in &changes {
             crate::info!(
-                "config -> {} ({id}): {}",
-                entry.hostname,
-                describe_change(&entry.config, &new)
+                "config -> {} ({}): {}",
+                c.hostname,
+                c.id,
+                describe_change(&c.old, &c.new)
             );
-            entry.config = new;
-            // The control queue is unbounded (Configs are rare); sending fails only when the
-            // session is already ending.
-            if entry.tx.try_send(Control::Config(new)).is_ok() {
+            if c.queued {
                 pushed += 1;
-                self.shared
-                    .metrics
-                    .configs_pushed
-                    .fetch_add(1, Ordering::Relaxed);
             } else {
-                crate::warn!("config for {id} not queued: session is closing");
+                crate::warn!("config for {} not queued: session is closing", c.id);
             }
         }
+        self.ctx
+            .metrics()
+            .configs_pushed
+            .fetch_add(pushed as u64, Ordering::Relaxed);
         crate::info!("reload: config applied, {pushed} client(s) sent a new Config");
         pushed
     }
@@ -346,7 +244,7 @@ impl Factory {
     /// `require_tls`. Turning TLS on or off needs a restart; a certificate that fails to load
     /// keeps the running one (and its files in `cfg`).
     fn reload_tls(&self, cfg: &mut FactoryConfig, old: &FactoryConfig) {
-        let (Some(listener), Some(files)) = (&self.shared.tls, &cfg.tls) else {
+        let (Some(listener), Some(files)) = (self.ctx.tls(), &cfg.tls) else {
             if cfg.tls.is_some() != old.tls.is_some() {
                 crate::warn!("reload: adding or removing the tls section needs a restart");
             }
@@ -370,54 +268,80 @@ impl Factory {
 
     /// Tells every session to stop (they finish in-flight writes, ack, and close with 1001).
     pub fn stop(&self) {
-        self.shared
-            .stop_tx
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
+        self.ctx.shutdown().begin();
     }
 
-    /// Accepts agents on `listener` until `shutdown` resolves, then shuts down gracefully:
-    /// stop accepting, let sessions drain their in-flight writes, stop the sink, persist.
+    /// Runs the factory on the given listeners (the caller binds them, so tests can use port
+    /// 0) until `shutdown` resolves or [`Factory::stop`] is called, then shuts down gracefully.
     pub async fn serve(
         &self,
         listener: Async<TcpListener>,
+        admin: Option<Async<TcpListener>>,
         shutdown: impl Future<Output = ()>,
     ) -> Result<(), Error> {
-        let shared = &self.shared;
-        // Sessions run on our own executor with one thread per core (smol's global executor
-        // has a single thread unless SMOL_THREADS says otherwise); the threads end with serve.
-        let executor = Arc::new(smol::Executor::new());
-        let (threads_stop, threads_rx) = smol::channel::bounded::<()>(1);
-        let n = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let mut threads = Vec::new();
-        for i in 0..n {
-            let ex = executor.clone();
-            let rx = threads_rx.clone();
-            let t = std::thread::Builder::new()
-                .name(format!("autofactory-{i}"))
-                .spawn(move || {
-                    smol::block_on(ex.run(async {
-                        let _ = rx.recv().await;
-                    }))
-                })
-                .map_err(|e| Error::io("start executor thread", e))?;
-            threads.push(t);
+        serve(&self.ctx, listener, admin, shutdown).await
+    }
+}
+
+/// The factory's one executor: the calling thread and one more per further core run it. Every
+/// task of the factory runs on it: accept loops, sessions, admin requests, the fleet loop. The
+/// sink's writer threads and the inventory's writer do the blocking I/O outside it.
+async fn serve(
+    ctx: &Arc<Context>,
+    listener: Async<TcpListener>,
+    admin: Option<Async<TcpListener>>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), Error> {
+    let executor = Arc::new(Executor::new());
+    let (threads_end, threads_rx) = smol::channel::bounded::<()>(1);
+    let extra = std::thread::available_parallelism().map_or(1, |n| n.get()) - 1;
+    let mut threads = Vec::new();
+    for i in 0..extra {
+        let (ex, rx) = (executor.clone(), threads_rx.clone());
+        let t = std::thread::Builder::new()
+            .name(format!("autofactory-{i}"))
+            .spawn(move || {
+                smol::block_on(ex.run(async {
+                    let _ = rx.recv().await;
+                }))
+            });
+        match t {
+            Ok(t) => threads.push(t),
+            Err(e) => {
+                drop(threads_end);
+                return Err(Error::io("start executor thread", e));
+            }
         }
-        // Every session task holds a clone of `alive_tx`; when all are gone `alive_rx` fails.
-        let (alive_tx, alive_rx) = smol::channel::bounded::<()>(1);
+    }
+    let port = listener.get_ref().local_addr().map_or(0, |a| a.port());
+    let main = async {
+        if let Some(admin) = admin {
+            let ctx = ctx.clone();
+            let ex = executor.clone();
+            executor
+                .spawn(async move { crate::admin::serve(ctx, &ex, admin).await })
+                .detach();
+        }
+        let fleet = executor.spawn(crate::fleet::run(
+            ctx.clone(),
+            crate::fleet::factory_name(port),
+        ));
+        let flush = async {
+            loop {
+                smol::Timer::after(crate::log::BATCH_LINES_EVERY).await;
+                crate::log::flush_batch_lines();
+            }
+        };
         let accept = async {
             loop {
-                let (stream, peer) = match listener.accept().await {
-                    Ok(x) => x,
+                match listener.accept().await {
+                    Ok((stream, peer)) => accepted(ctx, &executor, stream, peer),
                     Err(e) => {
                         // EMFILE and friends: back off instead of spinning.
                         crate::warn!("accept: {e}");
                         smol::Timer::after(Duration::from_millis(100)).await;
-                        continue;
                     }
-                };
-                self.accepted(&executor, stream, peer, alive_tx.clone());
+                }
             }
         };
         // The inventory's disk may fail (full, read-only): what could not be written is
@@ -425,107 +349,82 @@ impl Factory {
         let retry_inventory = async {
             loop {
                 smol::Timer::after(INVENTORY_RETRY).await;
-                if shared.inventory.unsaved() > 0 {
-                    let s = shared.clone();
-                    smol::unblock(move || s.inventory.retry()).await;
+                if ctx.inventory().unsaved() > 0 {
+                    let c = ctx.clone();
+                    smol::unblock(move || c.inventory().retry()).await;
                 }
             }
         };
-        let stop_rx = shared.stop_rx.clone();
-        smol::future::or(smol::future::or(accept, retry_inventory), async {
-            smol::future::or(shutdown, async {
-                let _ = stop_rx.recv().await;
-            })
-            .await
-        })
-        .await;
-        drop(listener);
-        drop(alive_tx);
-        crate::info!("shutting down: no new connections; draining sessions");
-        self.stop();
-        let drained = smol::future::or(
-            async {
-                let _ = alive_rx.recv().await;
-                true
-            },
-            async {
-                smol::Timer::after(DRAIN_TIMEOUT).await;
-                false
-            },
+        let stop = async {
+            smol::future::or(shutdown, ctx.shutdown().begun()).await;
+        };
+        smol::future::or(
+            smol::future::or(accept, flush),
+            smol::future::or(retry_inventory, stop),
         )
         .await;
-        shared.sink.shutdown();
+        drop(listener);
+        crate::info!("shutting down: no new connections; draining sessions");
+        ctx.shutdown().begin();
+        let drained = ctx.shutdown().drain(DRAIN_TIMEOUT).await;
+        ctx.sink().shutdown();
         if !drained {
             crate::warn!(
                 "shutdown: sink writes still pending after {DRAIN_TIMEOUT:?}; sink stopped"
             );
-            let _ = smol::future::or(
-                async {
-                    let _ = alive_rx.recv().await;
-                },
-                async {
-                    smol::Timer::after(Duration::from_secs(5)).await;
-                },
-            )
-            .await;
+            ctx.shutdown().drain(LATE_DRAIN).await;
         }
-        drop(threads_stop);
-        let _ = smol::unblock(move || {
-            for t in threads {
-                let _ = t.join();
-            }
-        })
-        .await;
-        if let Err(e) = smol::unblock({
-            let s = shared.clone();
-            move || s.inventory.persist()
-        })
-        .await
-        {
-            // Not a reason to fail the shutdown: enrollments are durable already; what is lost
-            // is last-seen and last-acked updates, so at worst a batch is written twice.
-            crate::warn!(
-                "shutdown: {} inventory record(s) not saved: {e}",
-                shared.inventory.unsaved()
-            );
-        }
-        crate::info!("shutdown complete");
-        Ok(())
+        fleet.await;
+        crate::log::flush_batch_lines();
+    };
+    executor.run(main).await;
+    drop(threads_end);
+    for t in threads {
+        let _ = t.join();
     }
+    if let Err(e) = ctx.inventory().persist() {
+        // Not a reason to fail the shutdown: enrollments are durable already; what is lost
+        // is last-seen and last-acked updates, so at worst a batch is written twice.
+        crate::warn!(
+            "shutdown: {} inventory record(s) not saved: {e}",
+            ctx.inventory().unsaved()
+        );
+    }
+    crate::info!("shutdown complete");
+    Ok(())
+}
 
-    fn accepted(
-        &self,
-        executor: &smol::Executor<'static>,
-        stream: Async<std::net::TcpStream>,
-        peer: SocketAddr,
-        alive: Sender<()>,
-    ) {
-        let shared = self.shared.clone();
-        let m = &shared.metrics;
-        m.connections_accepted.fetch_add(1, Ordering::Relaxed);
-        let open = m.open_connections.fetch_add(1, Ordering::Relaxed) + 1;
-        let limit = shared.config().limits.max_connections as u64;
-        if open > limit + BUSY_SLACK {
-            m.open_connections.fetch_sub(1, Ordering::Relaxed);
-            m.reject(Reason::Busy);
-            crate::info_limited!(
-                "rejected {peer}: busy ({open} open connections), closed without upgrade"
-            );
-            return;
-        }
-        let busy = open > limit;
-        let _ = stream.get_ref().set_nodelay(true);
-        executor
-            .spawn(async move {
-                session::run(&shared, stream, peer, busy).await;
-                shared
-                    .metrics
-                    .open_connections
-                    .fetch_sub(1, Ordering::Relaxed);
-                drop(alive);
-            })
-            .detach();
+/// One accepted connection: counted, refused without a word when far over the limit, else
+/// given its session task (which refuses it with Busy when over the limit).
+fn accepted(
+    ctx: &Arc<Context>,
+    executor: &Executor<'static>,
+    stream: Async<std::net::TcpStream>,
+    peer: SocketAddr,
+) {
+    let m = ctx.metrics();
+    m.connections_accepted.fetch_add(1, Ordering::Relaxed);
+    let open = m.open_connections.fetch_add(1, Ordering::Relaxed) + 1;
+    let limit = ctx.config().limits.max_connections as u64;
+    if open > limit + BUSY_SLACK {
+        m.open_connections.fetch_sub(1, Ordering::Relaxed);
+        let why = format!("{open} open connections, closed without upgrade");
+        refusal::record(m, peer, Reason::Busy, why);
+        return;
     }
+    let busy = open > limit;
+    let _ = stream.get_ref().set_nodelay(true);
+    let ctx = ctx.clone();
+    let guard = ctx.shutdown().session();
+    executor
+        .spawn(async move {
+            session::run(&ctx, stream, peer, busy).await;
+            ctx.metrics()
+                .open_connections
+                .fetch_sub(1, Ordering::Relaxed);
+            drop(guard);
+        })
+        .detach();
 }
 
 /// "push_interval_ms 10000->5000, periods.cpu_ms 10000->2000" for the reload log.

@@ -16,15 +16,18 @@
 //! is full the session stops reading from the socket, so a slow or failing sink pushes back on
 //! agents (which keep their batches on disk) instead of growing the factory's memory.
 
-use crate::clock::{AgentClock, Fix};
+use crate::clock::AgentClock;
+use crate::context::Context;
 use crate::inventory::ClientRecord;
 use crate::log::unix_now_ns;
-use crate::metrics::Reason;
-use crate::server::{SessionEntry, Shared, WriteFuture};
+use crate::metrics::{Metrics, Reason};
+use crate::refusal::{self, Refusal};
+use crate::registry::{Control, Registration};
+use crate::sink::{encode, WriteFuture};
 use crate::transport::{self, Incoming, Ws};
 use async_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use async_tungstenite::tungstenite::Message as WsMessage;
-use autofact_fbs::lineproto::{write_snapshot, Tags};
+use autofact_fbs::lineproto::Tags;
 use autofact_fbs::{
     Ack, Batch, BufferState, ClockSync, Config, ConfigStatus, Hello, Message, RejectCode, Welcome,
     PROTOCOL_VERSION,
@@ -39,28 +42,14 @@ use std::sync::Arc;
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
-/// Messages to a live session from the rest of the factory.
-#[derive(Debug)]
-pub(crate) enum Control {
-    /// The client's effective Config changed: send it.
-    Config(Config),
-    /// A newer connection with the same id took over: close this one.
-    Replaced,
-}
-
-/// A refusal decided before or during the session.
-struct Refusal {
-    reason: Reason,
-    code: RejectCode,
-    message: String,
-}
-
 fn refusal(reason: Reason, code: RejectCode, message: impl Into<String>) -> Refusal {
-    Refusal {
-        reason,
-        code,
-        message: message.into(),
-    }
+    Refusal::new(reason, code, message)
+}
+
+/// Records a refusal (counted and logged in one place) and sends it.
+async fn refuse(ws: &mut Ws, peer: SocketAddr, metrics: &Metrics, r: Refusal) {
+    refusal::record(metrics, peer, r.reason, &r.message);
+    transport::refuse(ws, &r).await;
 }
 
 /// Maps a frame that is not a good envelope to its refusal; `Ok` carries the decoded message.
@@ -95,22 +84,19 @@ fn classify(frame: Incoming, max_bytes: usize, stage: &str) -> Result<Message, O
 
 /// Runs one connection to its end. `busy`: over the connection limit, refuse after upgrade.
 pub(crate) async fn run(
-    shared: &Arc<Shared>,
+    ctx: &Arc<Context>,
     stream: Async<TcpStream>,
     peer: SocketAddr,
     busy: bool,
 ) {
-    let limits = shared.config().limits;
+    let limits = ctx.config().limits;
     let deadline = Instant::now() + limits.handshake_timeout;
-    let m = &shared.metrics;
+    let m = ctx.metrics();
 
     // The websocket upgrade and the Hello share one deadline: a client that connects and then
     // says nothing costs us a socket for at most the handshake timeout.
     let upgraded = or(
-        async {
-            let tls = shared.tls.as_deref();
-            Some(transport::accept(stream, &limits, tls, peer, m).await)
-        },
+        async { Some(transport::accept(stream, &limits, ctx.tls()).await) },
         async {
             Timer::at(deadline).await;
             None
@@ -118,30 +104,33 @@ pub(crate) async fn run(
     )
     .await;
     let mut ws = match upgraded {
-        Some(Ok(ws)) => ws,
+        Some(Ok(transport::Accepted::Ws(ws))) => ws,
+        Some(Ok(transport::Accepted::PlainWhereTlsRequired(mut ws))) => {
+            let r = refusal(
+                Reason::TlsRequired,
+                RejectCode::TlsRequired,
+                "this factory requires TLS: use a wss:// server URL and a ca_file",
+            );
+            refuse(&mut ws, peer, m, r).await;
+            return;
+        }
         Some(Err(e)) => {
-            e.report(peer, m);
+            refusal::record(m, peer, e.reason(), &e);
             return;
         }
         None => {
-            m.reject(Reason::HandshakeTimeout);
-            crate::info_limited!(
-                "rejected {peer}: handshake_timeout (no websocket upgrade in {:?})",
-                limits.handshake_timeout
-            );
+            let why = format!("no websocket upgrade in {:?}", limits.handshake_timeout);
+            refusal::record(m, peer, Reason::HandshakeTimeout, why);
             return;
         }
     };
     if busy {
-        transport::reject(
-            &mut ws,
-            peer,
-            m,
+        let r = refusal(
             Reason::Busy,
             RejectCode::Busy,
             "connection limit reached, retry later",
-        )
-        .await;
+        );
+        refuse(&mut ws, peer, m, r).await;
         return;
     }
 
@@ -152,7 +141,6 @@ pub(crate) async fn run(
             Timeout,
             Stop,
         }
-        let stop_rx = shared.stop_rx.clone();
         let ev = or(
             async { Ev::In(transport::recv(&mut ws).await) },
             or(
@@ -161,13 +149,13 @@ pub(crate) async fn run(
                     Ev::Timeout
                 },
                 async {
-                    let _ = stop_rx.recv().await;
+                    ctx.shutdown().begun().await;
                     Ev::Stop
                 },
             ),
         )
         .await;
-        match ev {
+        let refused = match ev {
             Ev::In(Incoming::Control) => continue,
             Ev::In(Incoming::Closed(e)) => {
                 crate::info_limited!(
@@ -178,56 +166,33 @@ pub(crate) async fn run(
             }
             Ev::In(frame) => match classify(frame, limits.max_message_bytes, "expected Hello") {
                 Ok(Message::Hello(h)) => break (h, unix_now_ns()),
-                Ok(other) => {
-                    let msg = format!(
+                Ok(other) => refusal(
+                    Reason::Malformed,
+                    RejectCode::Malformed,
+                    format!(
                         "expected Hello, got {}",
                         autofact_fbs::codec::message_kind(&other)
-                    );
-                    transport::reject(
-                        &mut ws,
-                        peer,
-                        m,
-                        Reason::Malformed,
-                        RejectCode::Malformed,
-                        &msg,
-                    )
-                    .await;
-                    return;
-                }
-                Err(Some(r)) => {
-                    transport::reject(&mut ws, peer, m, r.reason, r.code, &r.message).await;
-                    return;
-                }
+                    ),
+                ),
+                Err(Some(r)) => r,
                 Err(None) => return,
             },
             Ev::Timeout => {
-                m.reject(Reason::HandshakeTimeout);
-                crate::info_limited!(
-                    "rejected {peer}: handshake_timeout (no Hello in {:?})",
-                    limits.handshake_timeout
-                );
+                let why = format!("no Hello in {:?}", limits.handshake_timeout);
+                refusal::record(m, peer, Reason::HandshakeTimeout, why);
                 transport::close(&mut ws, CloseCode::Policy, "no Hello in time").await;
                 return;
             }
-            Ev::Stop => {
-                transport::reject(
-                    &mut ws,
-                    peer,
-                    m,
-                    Reason::ShuttingDown,
-                    RejectCode::ShuttingDown,
-                    "factory shutting down",
-                )
-                .await;
-                return;
-            }
-        }
+            Ev::Stop => Refusal::shutting_down(),
+        };
+        refuse(&mut ws, peer, m, refused).await;
+        return;
     };
 
-    let (record, secret, welcome_back) = match authenticate(shared, &hello, peer).await {
+    let (record, secret, welcome_back) = match authenticate(ctx, &hello, peer).await {
         Ok(x) => x,
         Err(Some(r)) => {
-            transport::reject(&mut ws, peer, m, r.reason, r.code, &r.message).await;
+            refuse(&mut ws, peer, m, r).await;
             return;
         }
         Err(None) => {
@@ -239,28 +204,10 @@ pub(crate) async fn run(
     let hostname = record.name().to_string();
     let host_tag = record.tag().to_string();
 
-    // Register before the Welcome so a reload from now on reaches this session; the Config is
-    // computed under the same lock so it cannot miss a reload that happens meanwhile.
-    let conn = shared.next_conn.fetch_add(1, Ordering::Relaxed);
-    let (ctl_tx, ctl_rx) = smol::channel::unbounded();
-    let config = {
-        let mut sessions = shared.sessions();
-        let config = shared.config().effective(&hello.region, &id);
-        let old = sessions.insert(
-            id.clone(),
-            SessionEntry {
-                conn,
-                region: hello.region.clone(),
-                hostname: hostname.clone(),
-                config,
-                tx: ctl_tx,
-            },
-        );
-        if let Some(old) = old {
-            let _ = old.tx.try_send(Control::Replaced);
-        }
-        config
-    };
+    // Registered before the Welcome so a reload from now on reaches this session.
+    let (registration, config) = ctx.registry().join(&id, &hello.region, &hostname, || {
+        ctx.config().effective(&hello.region, &id)
+    });
     m.connected_clients.fetch_add(1, Ordering::Relaxed);
     let welcome = Message::Welcome(Welcome {
         client_id: id.clone(),
@@ -286,11 +233,11 @@ pub(crate) async fn run(
             }
         );
         let last = (record.epoch, record.last_acked_seq);
-        let mut clock = AgentClock::new(shared.config().clock, &hello.boot_id)
-            .with_earlier(&shared.boots.of(&id));
+        let mut clock =
+            AgentClock::new(ctx.config().clock, &hello.boot_id).with_earlier(&ctx.boots().of(&id));
         clock.observe(hello.agent_clock_ns, hello.agent_boottime_ns, hello_at);
         let mut live = Live {
-            shared,
+            ctx,
             ws: &mut ws,
             peer,
             id: &id,
@@ -305,24 +252,21 @@ pub(crate) async fn run(
             meant: config,
             resent: Vec::new(),
         };
-        live.batches(ctl_rx).await;
+        live.batches(&registration).await;
         // A later connection in the same boot (a reconnect) can rebuild snapshots this one's
         // reference covers, even if it has too few messages of its own yet.
         if let Some(r) = live.clock.reference() {
-            shared.boots.remember(&id, r);
+            ctx.boots().remember(&id, r);
         }
     }
     m.connected_clients.fetch_sub(1, Ordering::Relaxed);
-    let mut sessions = shared.sessions();
-    if sessions.get(&id).is_some_and(|e| e.conn == conn) {
-        sessions.remove(&id);
-    }
+    ctx.registry().leave(registration);
 }
 
 /// Checks the Hello; returns the client's record, the secret to send (new clients only) and
 /// whether it is a welcome back. `Err(None)`: an internal failure, already logged.
 async fn authenticate(
-    shared: &Arc<Shared>,
+    ctx: &Arc<Context>,
     h: &Hello,
     peer: SocketAddr,
 ) -> Result<(ClientRecord, String, bool), Option<Refusal>> {
@@ -337,16 +281,16 @@ async fn authenticate(
         )));
     }
     let now = crate::log::unix_now();
-    let fleet_key = shared.config().fleet_key.clone();
+    let fleet_key = ctx.config().fleet_key.clone();
     if h.client_id.is_empty() {
-        if !crate::ids::constant_time_eq(h.token.as_bytes(), shared.token().as_bytes()) {
+        if !crate::ids::constant_time_eq(h.token.as_bytes(), ctx.token().as_bytes()) {
             return Err(Some(refusal(
                 Reason::BadToken,
                 RejectCode::BadToken,
                 "wrong enrollment token",
             )));
         }
-        let (rec, secret) = enroll(shared, h, peer, now, "").await?;
+        let (rec, secret) = enroll(ctx, h, peer, now, "").await?;
         return Ok((rec, secret, false));
     }
     if !crate::ids::is_client_id(&h.client_id) {
@@ -356,7 +300,7 @@ async fn authenticate(
             "client id is not 32 lowercase hex digits",
         )));
     }
-    let known = shared.inventory.get(&h.client_id);
+    let known = ctx.inventory().get(&h.client_id);
     let stored = known.as_ref().map(|r| r.secret_hash.as_str());
     let valid = crate::ids::secret_valid(stored, fleet_key.as_deref(), &h.client_id, &h.secret);
     let Some(rec) = known else {
@@ -364,7 +308,7 @@ async fn authenticate(
             // A client of the fleet that this factory has not met (the balancer moved it): its
             // fleet secret proves it. Recorded here (fsync'd like an enrollment), welcomed back.
             let hash = crate::ids::secret_hash(&h.secret);
-            let rec = store_new(shared, h, peer, now, h.client_id.clone(), hash, "").await?;
+            let rec = store_new(ctx, h, peer, now, h.client_id.clone(), hash, "").await?;
             return Ok((rec, String::new(), true));
         }
         return Err(Some(refusal(
@@ -386,7 +330,7 @@ async fn authenticate(
     // The installation is checked and adopted under the inventory's lock, so two machines
     // presenting a record without one at the same moment cannot both become its owner.
     let mut other = None;
-    let updated = shared.inventory.update(&rec.id, |r| {
+    let updated = ctx.inventory().update(&rec.id, |r| {
         if !h.installation.is_empty()
             && !r.installation.is_empty()
             && r.installation != h.installation
@@ -407,7 +351,7 @@ async fn authenticate(
     };
     // A clone: the id belongs to the first installation. This one gets its own id, secret
     // and series; its buffered batches are written under the new id.
-    if let Some(known) = shared.inventory.clone_of(&rec.id, &h.installation) {
+    if let Some(known) = ctx.inventory().clone_of(&rec.id, &h.installation) {
         // Enrolled before, but the Welcome never reached it (it still presents the original's
         // id): the same clone record with a new secret, not one more client.
         let secret = match crate::ids::enrollment_secret(fleet_key.as_deref(), &known.id) {
@@ -418,11 +362,11 @@ async fn authenticate(
             }
         };
         let (inv, id, hash) = (
-            shared.clone(),
+            ctx.clone(),
             known.id.clone(),
             crate::ids::secret_hash(&secret),
         );
-        return match smol::unblock(move || inv.inventory.rekey(&id, hash)).await {
+        return match smol::unblock(move || inv.inventory().rekey(&id, hash)).await {
             Ok(rec) => {
                 crate::info!(
                     "clone {} of {} presented the original's id again (its Welcome was lost): new secret",
@@ -440,9 +384,8 @@ async fn authenticate(
             ))),
         };
     }
-    let (new, secret) = enroll(shared, h, peer, now, &rec.id).await?;
-    shared
-        .metrics
+    let (new, secret) = enroll(ctx, h, peer, now, &rec.id).await?;
+    ctx.metrics()
         .clones_enrolled
         .fetch_add(1, Ordering::Relaxed);
     crate::warn!(
@@ -460,14 +403,14 @@ async fn authenticate(
 /// Enrolls a new client (`cloned_from`: the id it was a clone of, or empty); returns its
 /// record and secret. A record that cannot be made durable refuses the agent with Busy.
 async fn enroll(
-    shared: &Arc<Shared>,
+    ctx: &Arc<Context>,
     h: &Hello,
     peer: SocketAddr,
     now: u64,
     cloned_from: &str,
 ) -> Result<(ClientRecord, String), Option<Refusal>> {
     // With a fleet key the secret is derived from it, so every factory of the fleet verifies it.
-    let fleet_key = shared.config().fleet_key.clone();
+    let fleet_key = ctx.config().fleet_key.clone();
     let (id, secret) = match crate::ids::new_identity(fleet_key.as_deref()) {
         Ok(x) => x,
         Err(e) => {
@@ -476,9 +419,8 @@ async fn enroll(
         }
     };
     let hash = crate::ids::secret_hash(&secret);
-    let rec = store_new(shared, h, peer, now, id, hash, cloned_from).await?;
-    shared
-        .metrics
+    let rec = store_new(ctx, h, peer, now, id, hash, cloned_from).await?;
+    ctx.metrics()
         .clients_enrolled
         .fetch_add(1, Ordering::Relaxed);
     Ok((rec, secret))
@@ -489,7 +431,7 @@ async fn enroll(
 /// it. fsync'd before the Welcome: a client must never hold an id the factory forgot. A record
 /// that cannot be made durable refuses the agent with Busy.
 async fn store_new(
-    shared: &Arc<Shared>,
+    ctx: &Arc<Context>,
     h: &Hello,
     peer: SocketAddr,
     now: u64,
@@ -506,8 +448,8 @@ async fn store_new(
         ..Default::default()
     };
     fill(&mut rec, h, peer, now);
-    let inv = shared.clone();
-    smol::unblock(move || inv.inventory.enroll(rec))
+    let inv = ctx.clone();
+    smol::unblock(move || inv.inventory().enroll(rec))
         .await
         .map_err(|e| {
             // The rejection line (rate-limited) names the cause; the inventory warned once.
@@ -622,7 +564,7 @@ impl Window {
 
 /// A session past Welcome.
 struct Live<'a> {
-    shared: &'a Arc<Shared>,
+    ctx: &'a Arc<Context>,
     ws: &'a mut Ws,
     peer: SocketAddr,
     id: &'a str,
@@ -667,9 +609,9 @@ enum End {
 }
 
 impl Live<'_> {
-    async fn batches(&mut self, ctl_rx: smol::channel::Receiver<Control>) {
-        let limits = self.shared.config().limits;
-        let stop_rx = self.shared.stop_rx.clone();
+    async fn batches(&mut self, registration: &Registration) {
+        let limits = self.ctx.config().limits;
+        let ctl_rx = &registration.control;
         let mut last_rx = Instant::now();
         let mut pinged = false;
         let mut stopping = false;
@@ -710,7 +652,7 @@ impl Live<'_> {
                     if stopping {
                         pending().await
                     } else {
-                        let _ = stop_rx.recv().await;
+                        self.ctx.shutdown().begun().await;
                         Ev::Stop
                     }
                 };
@@ -743,10 +685,7 @@ impl Live<'_> {
                         // The ack is lost with the connection; the agent re-sends, we dedup.
                         break End::Gone;
                     }
-                    self.shared
-                        .metrics
-                        .acks_sent
-                        .fetch_add(1, Ordering::Relaxed);
+                    self.ctx.metrics().acks_sent.fetch_add(1, Ordering::Relaxed);
                     if (stopping || replaced) && self.inflight.is_empty() {
                         break self.drained_end(stopping);
                     }
@@ -855,23 +794,19 @@ impl Live<'_> {
                 }
             }
         };
-        let m = &self.shared.metrics;
+        let m = self.ctx.metrics();
         match end {
             End::Refuse(r) => {
                 // Writes already handed to the sink still count: finish and record them.
                 self.finish_writes(true).await;
-                transport::reject(self.ws, self.peer, m, r.reason, r.code, &r.message).await;
+                refuse(self.ws, self.peer, m, r).await;
             }
             End::Close(code, why, reason) => {
-                if let Some(reason) = reason {
-                    m.reject(reason);
+                let what = format!("{} ({}): {why}", self.hostname, self.id);
+                match reason {
+                    Some(reason) => refusal::record(m, self.peer, reason, what),
+                    None => crate::info!("closing {what} at {}", self.peer),
                 }
-                crate::info!(
-                    "closing {} ({}) at {}: {why}",
-                    self.hostname,
-                    self.id,
-                    self.peer
-                );
                 transport::close(self.ws, code, why).await;
             }
             End::Gone => {}
@@ -919,7 +854,7 @@ impl Live<'_> {
     /// batch said about the client. `seen`: also update last seen.
     fn record_ack(&self, info: &BatchInfo, seen: bool) {
         let now = crate::log::unix_now();
-        self.shared.inventory.update(self.id, |r| {
+        self.ctx.inventory().update(self.id, |r| {
             if r.epoch == info.epoch {
                 // Another session of this client may have acked further meanwhile.
                 r.last_acked_seq = r.last_acked_seq.max(info.seq);
@@ -986,8 +921,8 @@ impl Live<'_> {
             b.config_hash,
             b.config_status.as_str()
         );
-        self.shared
-            .metrics
+        self.ctx
+            .metrics()
             .configs_resent
             .fetch_add(1, Ordering::Relaxed);
         let c = self.meant;
@@ -1000,9 +935,9 @@ impl Live<'_> {
         let now = unix_now_ns();
         self.clock
             .observe(b.agent_clock_ns, b.agent_boottime_ns, now);
-        let m = &self.shared.metrics;
+        let m = self.ctx.metrics();
         m.batches_received.fetch_add(1, Ordering::Relaxed);
-        self.shared.fleet.batch(self.id, &b);
+        self.ctx.registry().observe(self.id, &b);
         if self.resend_config(&b).await.is_err() {
             return Ok(());
         }
@@ -1043,43 +978,22 @@ impl Live<'_> {
         };
         // Snapshots taken with a wrong clock get their time rebuilt (see crate::clock); those
         // that cannot be are tagged, or kept as dead letters when their time is implausible.
-        let unverified = Tags {
-            clock: "unverified",
-            ..tags
-        };
-        let mut lines = String::new();
-        let mut refused = String::new();
-        let (mut points, mut refused_points) = (0, 0);
-        let (mut corrected, mut uncorrectable, mut out_of_window) = (0u64, 0u64, 0u64);
-        for s in &mut b.snapshots {
-            match self.clock.correct(s, now) {
-                Fix::Untouched => points += write_snapshot(&mut lines, &tags, s),
-                Fix::Corrected { .. } => {
-                    corrected += 1;
-                    points += write_snapshot(&mut lines, &tags, s);
-                }
-                Fix::Uncorrectable => {
-                    uncorrectable += 1;
-                    points += write_snapshot(&mut lines, &unverified, s);
-                }
-                Fix::OutOfWindow => {
-                    out_of_window += 1;
-                    refused_points += write_snapshot(&mut refused, &unverified, s);
-                }
-            }
-        }
-        if corrected + uncorrectable + out_of_window > 0 {
+        let e = encode::batch(&mut b, &tags, &self.clock, now);
+        if e.time_fixed() {
             m.snapshots_time_corrected
-                .fetch_add(corrected, Ordering::Relaxed);
+                .fetch_add(e.corrected, Ordering::Relaxed);
             m.snapshots_time_uncorrectable
-                .fetch_add(uncorrectable, Ordering::Relaxed);
+                .fetch_add(e.uncorrectable, Ordering::Relaxed);
             m.snapshots_time_refused
-                .fetch_add(out_of_window, Ordering::Relaxed);
+                .fetch_add(e.out_of_window, Ordering::Relaxed);
             crate::info_limited!(
-                "{} ({}): clock offset {} ms: {corrected} snapshot time(s) rebuilt from boottime, {uncorrectable} written as they were (tagged clock=unverified), {out_of_window} outside the sanity window kept as dead letters",
+                "{} ({}): clock offset {} ms: {} snapshot time(s) rebuilt from boottime, {} written as they were (tagged clock=unverified), {} outside the sanity window kept as dead letters",
                 self.hostname,
                 self.id,
                 self.clock.offset_ns().map_or("unknown".to_string(), |o| (o / 1_000_000).to_string()),
+                e.corrected,
+                e.uncorrectable,
+                e.out_of_window,
             );
         }
         let backlog = b
@@ -1088,22 +1002,23 @@ impl Live<'_> {
             .rev()
             .find_map(|s| s.health.as_ref().map(|h| h.buffered_batches));
         m.points_received
-            .fetch_add((points + refused_points) as u64, Ordering::Relaxed);
+            .fetch_add((e.points + e.refused_points) as u64, Ordering::Relaxed);
         if crate::log::enabled(crate::log::INFO) {
-            println!(
-                "batch {} {} seq={} points={points}",
-                self.hostname, self.id, b.seq
-            );
+            crate::log::batch_line(format_args!(
+                "batch {} {} seq={} points={}",
+                self.hostname, self.id, b.seq, e.points
+            ));
         }
         if crate::log::enabled(crate::log::DEBUG) {
-            print!("{lines}");
+            crate::log::batch_text(&e.lines);
         }
-        let write = (points > 0).then(|| self.shared.sink.write(self.id, lines, points));
-        let keep = (!refused.is_empty()).then(|| {
-            self.shared.sink.keep_refused(
+        let sink = self.ctx.sink();
+        let write = (e.points > 0).then(|| sink.write(self.id, e.lines, e.points));
+        let keep = (!e.refused.is_empty()).then(|| {
+            sink.keep_refused(
                 self.id,
                 "timestamp outside the sanity window (agent clock wrong, no reference for its boot)",
-                refused,
+                e.refused,
             )
         });
         // Acknowledged once both are durable: the written points and the refused ones.
@@ -1129,8 +1044,8 @@ impl Live<'_> {
                 .filter(|s| !s.boot_id.is_empty())
                 .map(|s| s.boot_id.clone()),
             clock_offset_ms: self.clock.offset_ns().map(|o| o / 1_000_000),
-            time_corrected: corrected,
-            time_uncorrectable: uncorrectable + out_of_window,
+            time_corrected: e.corrected,
+            time_uncorrectable: e.uncorrectable + e.out_of_window,
         };
         self.inflight.push(info, write);
         Ok(())

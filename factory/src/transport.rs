@@ -1,9 +1,11 @@
 //! Websocket transport: TLS or plain on one port (told apart by the first byte), the upgrade
 //! with its limits, reading one frame as a protocol event, sending encoded messages, and the
-//! reject-then-close sequence. Knows nothing of sessions.
+//! reject-then-close sequence. Knows nothing of sessions, and neither counts nor logs: the
+//! caller records refusals (see [`crate::refusal`]).
 
 use crate::config::Limits;
-use crate::metrics::{Metrics, Reason};
+use crate::metrics::Reason;
+use crate::refusal::Refusal;
 use crate::tls::TlsListener;
 use async_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use async_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
@@ -15,7 +17,7 @@ use smol::stream::StreamExt;
 use smol::Async;
 use std::fmt;
 use std::io;
-use std::net::{SocketAddr, TcpStream};
+use std::net::TcpStream;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -81,9 +83,6 @@ pub enum AcceptError {
     TlsNotConfigured,
     /// The websocket upgrade failed.
     Ws(WsError),
-    /// A plain agent where `require_tls` is set: it was sent Reject{TlsRequired}, and that
-    /// refusal was counted and logged already.
-    TlsRequired,
 }
 
 impl AcceptError {
@@ -92,17 +91,7 @@ impl AcceptError {
         match self {
             AcceptError::Tls(_) | AcceptError::TlsNotConfigured => Reason::TlsHandshake,
             AcceptError::Ws(_) => Reason::WsHandshake,
-            AcceptError::TlsRequired => Reason::TlsRequired,
         }
-    }
-
-    /// Counts and logs the refusal (once: [`AcceptError::TlsRequired`] already was).
-    pub fn report(&self, peer: SocketAddr, metrics: &Metrics) {
-        if matches!(self, AcceptError::TlsRequired) {
-            return;
-        }
-        metrics.reject(self.reason());
-        crate::info_limited!("rejected {peer}: {} ({self})", self.reason().label());
     }
 }
 
@@ -115,7 +104,6 @@ impl fmt::Display for AcceptError {
                 "a TLS client on a plain listener (give the factory a tls section, or use ws://)"
             ),
             AcceptError::Ws(e) => e.fmt(f),
-            AcceptError::TlsRequired => write!(f, "plain connection refused: require_tls"),
         }
     }
 }
@@ -141,17 +129,23 @@ pub fn ws_config(limits: &Limits) -> WebSocketConfig {
         .max_frame_size(Some(limits.max_message_bytes))
 }
 
+/// A websocket that is up.
+pub enum Accepted {
+    /// Ready for the protocol.
+    Ws(Ws),
+    /// A plain client where `require_tls` is set: to be told Reject{TlsRequired}.
+    PlainWhereTlsRequired(Ws),
+}
+
 /// Performs TLS when the client starts with a TLS handshake, then the websocket upgrade on an
 /// accepted TCP stream (the caller bounds it in time). A plain websocket client starts with
 /// `GET`, so one port serves both; with `require_tls` a plain one is upgraded only to be told
-/// Reject{TlsRequired}, which the agent reports in words.
+/// Reject{TlsRequired} (by the caller), which the agent reports in words.
 pub async fn accept(
     tcp: Async<TcpStream>,
     limits: &Limits,
     tls: Option<&TlsListener>,
-    peer: SocketAddr,
-    metrics: &Metrics,
-) -> Result<Ws, AcceptError> {
+) -> Result<Accepted, AcceptError> {
     let mut first = [0u8; 1];
     // Peek, not read: the byte stays for rustls or the HTTP parser. A client that closes
     // without a byte is left to the websocket upgrade, which reports it.
@@ -163,22 +157,13 @@ pub async fn accept(
         (true, None) => return Err(AcceptError::TlsNotConfigured),
         (false, _) => Stream::Plain(tcp),
     };
-    let mut ws = async_tungstenite::accept_async_with_config(stream, Some(ws_config(limits)))
+    let ws = async_tungstenite::accept_async_with_config(stream, Some(ws_config(limits)))
         .await
         .map_err(AcceptError::Ws)?;
     if !is_tls && tls.is_some_and(|t| t.require_tls()) {
-        reject(
-            &mut ws,
-            peer,
-            metrics,
-            Reason::TlsRequired,
-            RejectCode::TlsRequired,
-            "this factory requires TLS: use a wss:// server URL and a ca_file",
-        )
-        .await;
-        return Err(AcceptError::TlsRequired);
+        return Ok(Accepted::PlainWhereTlsRequired(ws));
     }
-    Ok(ws)
+    Ok(Accepted::Ws(ws))
 }
 
 /// One thing read from the peer.
@@ -254,23 +239,14 @@ pub fn close_code(code: RejectCode) -> CloseCode {
     }
 }
 
-/// The one way a connection is refused once the websocket is up: a Reject message, a close, a
-/// log line with the peer and reason, and the metric for the reason.
-pub async fn reject(
-    ws: &mut Ws,
-    peer: SocketAddr,
-    metrics: &Metrics,
-    reason: Reason,
-    code: RejectCode,
-    message: &str,
-) {
-    metrics.reject(reason);
-    crate::info_limited!("rejected {peer}: {} ({message})", reason.label());
+/// The one way a connection is refused once the websocket is up: a Reject message, then a
+/// close with the code that goes with it (the caller has recorded the refusal).
+pub async fn refuse(ws: &mut Ws, r: &Refusal) {
     let msg = Message::Reject(Reject {
-        code,
-        message: message.to_string(),
+        code: r.code,
+        message: r.message.clone(),
     });
     if send(ws, &msg).await.is_ok() {
-        close(ws, close_code(code), reason.label()).await;
+        close(ws, close_code(r.code), r.reason.label()).await;
     }
 }

@@ -33,6 +33,7 @@ pub mod dead_letter;
 pub mod replay;
 
 mod backoff;
+pub mod encode;
 mod file;
 mod https;
 mod influx;
@@ -42,7 +43,9 @@ mod writer;
 mod tests;
 
 use std::fmt;
+use std::future::Future;
 use std::path::Path;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
@@ -302,6 +305,57 @@ impl Sink {
     /// Where the lines go, for the factory's start-up line.
     pub fn describe(&self) -> &str {
         &self.shared.what
+    }
+}
+
+/// A boxed sink write.
+pub type WriteFuture =
+    Pin<Box<dyn Future<Output = Result<(), Box<dyn std::error::Error + Send + Sync>>> + Send>>;
+
+/// Where facts go. Implemented by [`Sink`]; tests substitute an in-memory one.
+pub trait FactSink: Send + Sync + 'static {
+    /// Resolves once `lines` (from client `client`) are durable -- written, or refused by the
+    /// store and kept as dead letters under `client`; waits while the store is failing; an
+    /// error only when the sink has shut down.
+    fn write(&self, client: &str, lines: String, points: usize) -> WriteFuture;
+    /// Resolves once `lines` that the factory itself refuses (never sent to the store, e.g. a
+    /// timestamp it could not trust) are kept as dead letters under `client` with `reason`.
+    /// Test sinks keep them with the rest by default.
+    fn keep_refused(&self, client: &str, reason: &str, lines: String) -> WriteFuture {
+        let _ = reason;
+        let points = lines.lines().count();
+        self.write(client, lines, points)
+    }
+    /// Drains in-flight writes, then stops.
+    fn shutdown(&self);
+    /// Where the facts go, for the startup line.
+    fn describe(&self) -> String {
+        "a test sink".to_string()
+    }
+}
+
+impl FactSink for Sink {
+    fn write(&self, client: &str, lines: String, points: usize) -> WriteFuture {
+        let (sink, client) = (self.clone(), client.to_string());
+        Box::pin(async move {
+            sink.write(&client, lines, points)
+                .await
+                .map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)
+        })
+    }
+    fn keep_refused(&self, client: &str, reason: &str, lines: String) -> WriteFuture {
+        let (sink, client, reason) = (self.clone(), client.to_string(), reason.to_string());
+        Box::pin(async move {
+            sink.keep_refused(&client, &reason, lines)
+                .await
+                .map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)
+        })
+    }
+    fn shutdown(&self) {
+        Sink::shutdown(self)
+    }
+    fn describe(&self) -> String {
+        Sink::describe(self).to_string()
     }
 }
 
