@@ -56,7 +56,7 @@ pub use config::SinkConfig;
 use crate::metrics::Metrics;
 use backoff::Stop;
 use config::Target;
-use dead_letter::{DeadLetters, Record};
+use dead_letter::DeadLetters;
 use writer::{Backend, Submission, Writer};
 
 /// Why the sink could not take or finish a write.
@@ -100,9 +100,6 @@ struct Shared {
     stop: Arc<Stop>,
     threads: Mutex<Vec<JoinHandle<()>>>,
     what: String,
-    /// For lines the factory itself refuses before the store sees them.
-    dead: Arc<DeadLetters>,
-    metrics: Arc<Metrics>,
 }
 
 impl fmt::Debug for Sink {
@@ -222,8 +219,6 @@ impl Sink {
                 stop,
                 threads: Mutex::new(threads),
                 what,
-                dead,
-                metrics,
             }),
         })
     }
@@ -244,12 +239,23 @@ impl Sink {
                 Ok(())
             };
         }
+        self.submit(client, lines, points, None).await
+    }
+
+    async fn submit(
+        &self,
+        client: &str,
+        lines: String,
+        points: usize,
+        refused: Option<String>,
+    ) -> Result<(), SinkError> {
         let (done, answer) = smol::channel::bounded(1);
         self.tx
             .send(Submission {
                 client: client.to_string(),
                 lines,
                 points,
+                refused,
                 done,
             })
             .await
@@ -259,27 +265,18 @@ impl Sink {
 
     /// Keeps lines the factory refuses itself (never sent to the store) as dead letters under
     /// `client` with `reason`, fsync'd, counted like the store's refusals. Resolves once they are
-    /// on disk; Err when the dead-letter file cannot be written (the batch then stays
-    /// unacknowledged, on the agent).
+    /// on disk (the writer retries while the disk refuses); Err only once the sink has shut
+    /// down (the batch then stays unacknowledged, on the agent). The writer threads do the
+    /// disk I/O, so no blocking pool is needed for it.
     pub async fn keep_refused(
         &self,
         client: &str,
         reason: &str,
         lines: String,
-    ) -> Result<(), std::io::Error> {
-        let record = Record {
-            client: client.to_string(),
-            reason: reason.to_string(),
-            at: String::new(),
-            lines,
-        };
-        let n = record.points() as u64;
-        let dead = self.shared.dead.clone();
-        smol::unblock(move || dead.append(&[record]))
+    ) -> Result<(), SinkError> {
+        let points = lines.lines().count();
+        self.submit(client, lines, points, Some(reason.to_string()))
             .await
-            .map_err(std::io::Error::other)?;
-        self.shared.metrics.dead_lettered(client, n);
-        Ok(())
     }
 
     /// Stop taking writes, drain and finish in-flight ones, then stop the writer thread. Queued

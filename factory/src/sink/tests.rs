@@ -782,3 +782,40 @@ fn with_a_linger_a_lone_write_goes_out_at_the_flush_deadline() {
     assert_eq!(r.bodies(), vec!["a 1\n".to_string()]);
     r.sink.shutdown();
 }
+
+#[test]
+fn lines_the_factory_refuses_go_to_dead_letters_on_the_writer_never_to_the_store() {
+    let r = rig(vec![], 5000, false);
+    let ((a, b), c) = smol::block_on(async {
+        // Submitted together: the refused one must not join the others' body.
+        let a = r.sink.write("c1", "a 1\n".into(), 1);
+        let b = r.sink.keep_refused(
+            "c2",
+            "timestamp outside the window",
+            "old 1\nold 2\n".into(),
+        );
+        let c = r.sink.write("c3", "c 1\n".into(), 1);
+        smol::future::zip(smol::future::zip(a, b), c).await
+    });
+    a.expect("a durable");
+    b.expect("kept");
+    c.expect("c durable");
+    let sent = r.bodies().concat();
+    assert!(
+        !sent.contains("old"),
+        "refused lines reached the store: {sent:?}"
+    );
+    assert_eq!(
+        r.dead(),
+        vec![(
+            "c2".to_string(),
+            "timestamp outside the window".to_string(),
+            "old 1\nold 2\n".to_string()
+        )]
+    );
+    assert_eq!(r.metrics.dead_lettered_of("c2"), 2);
+    r.sink.shutdown();
+    // After shutdown the writer no longer keeps them: the batch stays on the agent.
+    let late = smol::block_on(r.sink.keep_refused("c2", "x", "old 3\n".into()));
+    assert!(matches!(late, Err(SinkError::ShutDown)), "{late:?}");
+}

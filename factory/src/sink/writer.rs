@@ -22,6 +22,9 @@ pub(crate) struct Submission {
     pub client: String,
     pub lines: String,
     pub points: usize,
+    /// Lines the factory refuses itself (never sent to the store), with the reason: kept as
+    /// dead letters by the writer, alone, not batched with others.
+    pub refused: Option<String>,
     pub done: Sender<Result<(), SinkError>>,
 }
 
@@ -121,6 +124,17 @@ impl<B: Backend> Writer<B> {
                     Err(_) => return,
                 },
             };
+            if let Some(reason) = &first.refused {
+                let result = if refusing {
+                    Err(Stopped)
+                } else {
+                    self.keep_refused(&first, reason)
+                };
+                let _ = first
+                    .done
+                    .try_send(result.map_err(|Stopped| SinkError::ShutDown));
+                continue;
+            }
             let (batch, next) = self.gather(first, &rx, carry_was_full);
             // A batch closed by the size limit means more is coming than one write carries.
             carry_was_full = next.is_some()
@@ -179,13 +193,58 @@ impl<B: Backend> Writer<B> {
                 }
             };
             let Some(s) = next else { break };
-            if points + s.points > self.batching.batch_points {
+            if s.refused.is_some() || points + s.points > self.batching.batch_points {
                 return (batch, Some(s));
             }
             points += s.points;
             batch.push(s);
         }
         (batch, None)
+    }
+
+    /// Appends `records` to the dead letters (fsync'd), retrying with backoff while the disk
+    /// refuses; `Stopped` when shutdown interrupts the retries.
+    fn append_dead(&mut self, records: &[Record]) -> Result<std::path::PathBuf, Stopped> {
+        let mut failures = 0u32;
+        loop {
+            match self.dead.append(records) {
+                Ok(path) => return Ok(path),
+                Err(error) => {
+                    self.metrics.sink_errors.fetch_add(1, Ordering::Relaxed);
+                    if self.stop.is_stopped() {
+                        log(&format!(
+                            "dead letters {error}; shutting down, the batch is not acknowledged (the agents keep it)"
+                        ));
+                        return Err(Stopped);
+                    }
+                    let wait = backoff::delay(failures, None, backoff::jitter());
+                    failures = failures.saturating_add(1);
+                    crate::warn_repeated!(
+                        REFUSALS,
+                        "dead-letter write failed",
+                        1,
+                        "sink: cannot keep refused lines: dead letters {error}; the batch waits (not acknowledged), retrying"
+                    );
+                    if self.stop.sleep(wait) {
+                        return Err(Stopped);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Keeps a submission the factory refused itself as dead letters under its client.
+    fn keep_refused(&mut self, s: &Submission, reason: &str) -> Result<(), Stopped> {
+        let record = Record {
+            client: s.client.clone(),
+            reason: reason.to_string(),
+            at: String::new(),
+            lines: s.lines.clone(),
+        };
+        let n = record.points() as u64;
+        self.append_dead(&[record])?;
+        self.metrics.dead_lettered(&s.client, n);
+        Ok(())
     }
 
     /// Makes every line of the batch durable -- written, or refused by the store and written
@@ -329,32 +388,7 @@ impl<B: Backend> Writer<B> {
                 }),
             }
         }
-        let mut failures = 0u32;
-        let path = loop {
-            match self.dead.append(&records) {
-                Ok(path) => break path,
-                Err(error) => {
-                    self.metrics.sink_errors.fetch_add(1, Ordering::Relaxed);
-                    if self.stop.is_stopped() {
-                        log(&format!(
-                            "dead letters {error}; shutting down, the batch is not acknowledged (the agents keep it)"
-                        ));
-                        return Err(Stopped);
-                    }
-                    let wait = backoff::delay(failures, None, backoff::jitter());
-                    failures = failures.saturating_add(1);
-                    crate::warn_repeated!(
-                        REFUSALS,
-                        "dead-letter write failed",
-                        1,
-                        "sink: cannot keep refused lines: dead letters {error}; the batch waits (not acknowledged), retrying"
-                    );
-                    if self.stop.sleep(wait) {
-                        return Err(Stopped);
-                    }
-                }
-            }
-        };
+        let path = self.append_dead(&records)?;
         let store = self.backend.describe();
         let mut by_reason: Vec<(String, &str, u64, Vec<&str>)> = Vec::new();
         for r in &records {
