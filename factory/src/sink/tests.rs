@@ -14,7 +14,7 @@ use super::backoff::{self, Stop};
 use super::config::{Api, Batching, SinkConfig, Target};
 use super::dead_letter::{self, DeadLetters};
 use super::file::{check_room, civil_from_days, reserve, utc_day, RESERVE_CAP};
-use super::influx::{base64, error_text, named_lines, parse_retry_after, url_encode};
+use super::influx::{basic_auth, error_text, named_lines, parse_retry_after, url_encode};
 use super::writer::{one_line, Attempt, Backend, UNEXPECTED_TRIES};
 use super::{Sink, SinkError};
 use crate::metrics::Metrics;
@@ -146,11 +146,13 @@ fn stop_ends_a_sleep() {
 #[test]
 fn helpers() {
     assert_eq!(url_encode("a b&c=d/é~"), "a%20b%26c%3Dd%2F%C3%A9~");
-    assert_eq!(base64(b""), "");
-    assert_eq!(base64(b"f"), "Zg==");
-    assert_eq!(base64(b"fo"), "Zm8=");
-    assert_eq!(base64(b"foo"), "Zm9v");
-    assert_eq!(base64(b"user:p@ss w0rd"), "dXNlcjpwQHNzIHcwcmQ=");
+    assert_eq!(url_encode("db-1.x_y"), "db-1.x_y");
+    // `echo -n 'user:p@ss w0rd' | base64`; padding kept.
+    assert_eq!(
+        basic_auth("user", "p@ss w0rd"),
+        "Basic dXNlcjpwQHNzIHcwcmQ="
+    );
+    assert_eq!(basic_auth("u", ""), "Basic dTo=");
     // InfluxDB 1.6's own messages: every unparsable line named, matched whole.
     let body = "m v=1i 1\nbad line here\nm v= 3\nm v=4i 4\n";
     assert_eq!(
