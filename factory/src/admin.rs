@@ -13,13 +13,14 @@ use crate::error::Error;
 use nanoserde::{DeJson, SerJson};
 use smol::io::{AsyncReadExt, AsyncWriteExt};
 use smol::Async;
-use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
 use std::time::Duration;
 
 /// Bound on a request head; anything longer is not a request we serve.
 const MAX_HEAD: usize = 8 * 1024;
+/// Headers in a request head; more is a bad request (browsers send about 15).
+const MAX_HEADERS: usize = 64;
 /// A client has this long to send its request.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -183,7 +184,9 @@ async fn answer(
 ) -> std::io::Result<()> {
     let mut head = Vec::new();
     let mut buf = [0u8; 1024];
-    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+    // httparse reads the request line and headers; after each read either the head is
+    // complete, or it is a prefix of a valid one (read on), or it is not HTTP (400).
+    let (method, path) = loop {
         let n = stream.read(&mut buf).await?;
         if n == 0 {
             return Ok(());
@@ -198,11 +201,26 @@ async fn answer(
             )
             .await;
         }
-    }
-    let first = head.split(|b| *b == b'\n').next().unwrap_or_default();
-    let first = String::from_utf8_lossy(first);
-    let mut parts = first.split_whitespace();
-    let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut req = httparse::Request::new(&mut headers);
+        match req.parse(&head) {
+            Ok(httparse::Status::Complete(_)) => {
+                let method = req.method.unwrap_or_default().to_string();
+                break (method, req.path.unwrap_or_default().to_string());
+            }
+            Ok(httparse::Status::Partial) => continue,
+            Err(e) => {
+                crate::info!("admin: {peer} sent a bad request: {e}");
+                return respond(
+                    &mut stream,
+                    "400 Bad Request",
+                    "text/plain",
+                    &format!("bad request: {e}\n"),
+                )
+                .await;
+            }
+        }
+    };
     if method != "GET" {
         return respond(
             &mut stream,
@@ -256,32 +274,22 @@ async fn respond(
 /// `GET path` from the admin listener at `addr` (blocking, for the CLI); returns the body of a
 /// 200 answer.
 pub fn http_get(addr: &str, path: &str) -> Result<String, Error> {
-    let what = format!("GET http://{addr}{path}");
-    let io = |e| Error::io(what.clone(), e);
-    let sock: SocketAddr = std::net::ToSocketAddrs::to_socket_addrs(addr)
-        .map_err(io)?
-        .next()
-        .ok_or_else(|| Error::config("--admin", format!("{addr:?} resolves to no address")))?;
-    let mut s = TcpStream::connect_timeout(&sock, Duration::from_secs(5)).map_err(io)?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))
-        .map_err(io)?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .map_err(io)?;
-    let mut resp = Vec::new();
-    s.read_to_end(&mut resp).map_err(io)?;
-    let resp = String::from_utf8_lossy(&resp);
-    let (head, body) = resp.split_once("\r\n\r\n").unwrap_or((&resp, ""));
-    let status = head.lines().next().unwrap_or("");
-    if status.split_whitespace().nth(1) != Some("200") {
-        return Err(Error::io(
-            what,
-            std::io::Error::other(format!("answered {status:?}")),
-        ));
+    let url = format!("http://{addr}{path}");
+    let what = format!("GET {url}");
+    let fail = |e: String| Error::io(what.clone(), std::io::Error::other(e));
+    let resp = minreq::get(&url)
+        .with_timeout(10)
+        .send()
+        .map_err(|e| fail(e.to_string()))?;
+    if resp.status_code != 200 {
+        return Err(fail(format!(
+            "answered {} {}",
+            resp.status_code, resp.reason_phrase
+        )));
     }
-    Ok(body.to_string())
+    resp.as_str()
+        .map(str::to_string)
+        .map_err(|e| fail(e.to_string()))
 }
 
 /// `host:port` from an admin address given as `host:port` or `http://host:port[/]`.

@@ -1,5 +1,5 @@
-//! The factory's configuration: the JSON file (nanoserde), its validation (unknown keys and bad
-//! values are errors that name the key), safe defaults when there is no file, and the effective
+//! The factory's configuration: the JSON file (serde_json, one pass), its validation (unknown
+//! keys, wrong types and bad values are errors that name the key path and the line), safe defaults when there is no file, and the effective
 //! agent [`Config`] of a client: defaults <- region override <- client override.
 //!
 //! ```json
@@ -17,13 +17,10 @@
 //! }
 //! ```
 
-// nanoserde's DeJson derive expands to `match .. { Some(t) => t, None => return .. }`.
-#![allow(clippy::question_mark)]
-
 use crate::error::Error;
 use crate::sink::SinkConfig;
 use autofact_fbs::{Config, Periods};
-use nanoserde::DeJson;
+use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -35,10 +32,11 @@ pub const DEFAULT_LISTEN: &str = "0.0.0.0:8675";
 pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:8676";
 
 /// A partial agent Config: only the fields present replace the lower layer.
-#[derive(Debug, Clone, Default, PartialEq, DeJson)]
-#[nserde(default)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct ConfigOverride {
     /// Per-kind collection periods (each optional).
+    #[serde(deserialize_with = "object")]
     pub periods: Option<PeriodsOverride>,
     /// See [`Config::push_interval_ms`].
     pub push_interval_ms: Option<u32>,
@@ -51,8 +49,8 @@ pub struct ConfigOverride {
 }
 
 /// Partial [`Periods`]; 0 disables a kind.
-#[derive(Debug, Clone, Default, PartialEq, DeJson)]
-#[nserde(default)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 #[allow(missing_docs)]
 pub struct PeriodsOverride {
     pub cpu_ms: Option<u32>,
@@ -188,8 +186,8 @@ impl Default for Limits {
     }
 }
 
-#[derive(Debug, Default, DeJson)]
-#[nserde(default)]
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 struct RawLimits {
     handshake_timeout_ms: Option<u64>,
     max_message_bytes: Option<u64>,
@@ -198,32 +196,39 @@ struct RawLimits {
     max_inflight_batches: Option<u64>,
 }
 
-#[derive(Debug, Default, DeJson)]
-#[nserde(default)]
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 struct RawFile {
     listen: Option<String>,
     admin_listen: Option<String>,
     data_dir: Option<String>,
     token: Option<String>,
     fleet_key: Option<String>,
+    #[serde(deserialize_with = "object")]
     sink: Option<SinkConfig>,
+    #[serde(deserialize_with = "object")]
     defaults: Option<ConfigOverride>,
+    #[serde(deserialize_with = "objects")]
     regions: Option<BTreeMap<String, ConfigOverride>>,
+    #[serde(deserialize_with = "objects")]
     clients: Option<BTreeMap<String, ConfigOverride>>,
+    #[serde(deserialize_with = "object")]
     limits: Option<RawLimits>,
+    #[serde(deserialize_with = "object")]
     tls: Option<RawTls>,
     require_tls: Option<bool>,
+    #[serde(deserialize_with = "object")]
     clock: Option<RawClock>,
 }
 
-#[derive(Debug, Default, DeJson)]
-#[nserde(default)]
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 struct RawClock {
     threshold_ms: Option<u64>,
 }
 
-#[derive(Debug, Default, DeJson)]
-#[nserde(default)]
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 struct RawTls {
     cert_file: Option<String>,
     key_file: Option<String>,
@@ -315,19 +320,20 @@ impl FactoryConfig {
     /// Parses and validates config text; `origin` names it in errors.
     pub fn parse(text: &str, origin: &str) -> Result<FactoryConfig, Error> {
         let bad = |d: String| Error::config(origin, d);
-        // Syntax and unknown keys first: nanoserde 0.2 silently skips unknown keys (it has no
-        // deny_unknown_fields), and a misspelt key must not silently fall back to a default.
-        let tree = json::parse(text).map_err(bad)?;
-        check_keys(&tree, &FILE_SHAPE, "").map_err(bad)?;
-        check_sink_keys(&tree).map_err(bad)?;
-        let raw = RawFile::deserialize_json(text).map_err(|e| {
-            bad(format!(
-                "line {} column {}: {:?}",
-                e.line + 1,
-                e.col + 1,
-                e.msg
-            ))
+        // One pass: syntax, unknown keys (deny_unknown_fields at every level, the sink's too)
+        // and wrong types, each with the key path and serde_json's line and column.
+        let mut de = serde_json::Deserializer::from_str(text);
+        let raw: Section<RawFile> = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+            let at = e.path().to_string();
+            let e = e.into_inner();
+            if at == "." {
+                bad(e.to_string())
+            } else {
+                bad(format!("{at}: {e}"))
+            }
         })?;
+        de.end().map_err(|e| bad(e.to_string()))?;
+        let raw = raw.0;
         let mut cfg = FactoryConfig::default();
         if let Some(s) = raw.listen {
             cfg.listen = s
@@ -373,8 +379,12 @@ impl FactoryConfig {
         }
         if let Some(s) = raw.sink {
             cfg.sink = s;
-            if let Some(v) = tree.get("sink") {
-                cfg.sink_text = v.to_masked_string();
+            // For the startup line only: the section as written (keys sorted), secrets masked.
+            // The text has just parsed, so this second read cannot fail.
+            if let Ok(serde_json::Value::Object(mut m)) = serde_json::from_str(text) {
+                if let Some(v) = m.remove("sink") {
+                    cfg.sink_text = masked(&v);
+                }
             }
         }
         if let Some(d) = raw.defaults {
@@ -468,401 +478,90 @@ impl FactoryConfig {
     }
 }
 
-/// The allowed keys of a JSON object, recursively.
-enum Shape {
-    /// An object with exactly these keys (each optional).
-    Obj(&'static [(&'static str, Shape)]),
-    /// An object with free keys, each value of this shape.
-    MapOf(&'static Shape),
-    /// A whole number from 0 to the bound.
-    Int(u64),
-    /// A string.
-    Str,
-    /// true or false.
-    Bool,
-    /// Not checked here (a section owned by another module).
-    Any,
-}
+/// A config section: a JSON object only. serde's derive also reads a struct from an array, by
+/// position, so `"limits": [5]` would silently set the first limit; sections go through this.
+struct Section<T>(T);
 
-const PERIODS_SHAPE: Shape = Shape::Obj(&[
-    ("cpu_ms", Shape::Int(u32::MAX as u64)),
-    ("kernel_ms", Shape::Int(u32::MAX as u64)),
-    ("mem_ms", Shape::Int(u32::MAX as u64)),
-    ("swap_ms", Shape::Int(u32::MAX as u64)),
-    ("system_ms", Shape::Int(u32::MAX as u64)),
-    ("net_ms", Shape::Int(u32::MAX as u64)),
-    ("diskio_ms", Shape::Int(u32::MAX as u64)),
-    ("disk_ms", Shape::Int(u32::MAX as u64)),
-    ("temp_ms", Shape::Int(u32::MAX as u64)),
-    ("health_ms", Shape::Int(u32::MAX as u64)),
-    ("processes_ms", Shape::Int(u32::MAX as u64)),
-]);
-
-const OVERRIDE_SHAPE: Shape = Shape::Obj(&[
-    ("periods", PERIODS_SHAPE),
-    ("push_interval_ms", Shape::Int(u32::MAX as u64)),
-    ("ping_interval_ms", Shape::Int(u32::MAX as u64)),
-    ("buffer_cap_bytes", Shape::Int(u64::MAX)),
-    ("give_up_secs", Shape::Int(u32::MAX as u64)),
-]);
-
-const FILE_SHAPE: Shape = Shape::Obj(&[
-    ("listen", Shape::Str),
-    ("admin_listen", Shape::Str),
-    ("data_dir", Shape::Str),
-    ("token", Shape::Str),
-    ("fleet_key", Shape::Str),
-    // The sink module owns its section's keys.
-    ("sink", Shape::Any),
-    ("defaults", OVERRIDE_SHAPE),
-    ("regions", Shape::MapOf(&OVERRIDE_SHAPE)),
-    ("clients", Shape::MapOf(&OVERRIDE_SHAPE)),
-    (
-        "limits",
-        Shape::Obj(&[
-            ("handshake_timeout_ms", Shape::Int(u64::MAX)),
-            ("max_message_bytes", Shape::Int(u64::MAX)),
-            ("max_connections", Shape::Int(u64::MAX)),
-            ("idle_timeout_ms", Shape::Int(u64::MAX)),
-            ("max_inflight_batches", Shape::Int(u64::MAX)),
-        ]),
-    ),
-    (
-        "tls",
-        Shape::Obj(&[("cert_file", Shape::Str), ("key_file", Shape::Str)]),
-    ),
-    ("require_tls", Shape::Bool),
-    (
-        "clock",
-        Shape::Obj(&[("threshold_ms", Shape::Int(u64::MAX))]),
-    ),
-]);
-
-/// The sink section's keys are the sink module's: its `SinkConfig` serializes every field, so
-/// the known keys are those of its default, serialized.
-fn check_sink_keys(tree: &json::Value) -> Result<(), String> {
-    use nanoserde::SerJson;
-    let Some(json::Value::Object(members)) = tree.get("sink") else {
-        return Ok(());
-    };
-    let known = match json::parse(&SinkConfig::default().serialize_json()) {
-        Ok(json::Value::Object(k)) => k,
-        _ => return Ok(()),
-    };
-    for (k, line, _) in members {
-        if !known.iter().any(|(name, _, _)| name == k) {
-            let names: Vec<&str> = known.iter().map(|(n, _, _)| n.as_str()).collect();
-            return Err(format!(
-                "line {line}: unknown key \"sink.{k}\" (known: {})",
-                names.join(", ")
-            ));
-        }
-    }
-    Ok(())
-}
-
-fn check_keys(v: &json::Value, shape: &Shape, at: &str) -> Result<(), String> {
-    let join = |k: &str| {
-        if at.is_empty() {
-            k.to_string()
-        } else {
-            format!("{at}.{k}")
-        }
-    };
-    match (shape, v) {
-        (Shape::Any, _) | (_, json::Value::Null) => Ok(()),
-        (Shape::Int(max), json::Value::Num(n)) => match n.parse::<u64>() {
-            Ok(v) if v <= *max => Ok(()),
-            _ => Err(format!(
-                "{at}: expected a whole number from 0 to {max}, got {n}"
-            )),
-        },
-        (Shape::Int(max), other) => Err(format!(
-            "{at}: expected a whole number from 0 to {max}, got {}",
-            other.kind()
-        )),
-        (Shape::Str, json::Value::Str(_)) => Ok(()),
-        (Shape::Bool, json::Value::Bool(_)) => Ok(()),
-        (Shape::Bool, other) => Err(format!(
-            "{at}: expected true or false, got {}",
-            other.kind()
-        )),
-        (Shape::Str, other) => Err(format!("{at}: expected a string, got {}", other.kind())),
-        (Shape::Obj(fields), json::Value::Object(members)) => {
-            for (k, line, child) in members {
-                match fields.iter().find(|(name, _)| name == k) {
-                    Some((_, s)) => check_keys(child, s, &join(k))?,
-                    None => {
-                        let known: Vec<&str> = fields.iter().map(|(n, _)| *n).collect();
-                        return Err(format!(
-                            "line {line}: unknown key {:?} (known: {})",
-                            join(k),
-                            known.join(", ")
-                        ));
-                    }
-                }
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Section<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Section<T>, D::Error> {
+        struct Only<T>(std::marker::PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for Only<T> {
+            type Value = Section<T>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an object")
             }
-            Ok(())
-        }
-        (Shape::MapOf(s), json::Value::Object(members)) => {
-            for (k, _, child) in members {
-                check_keys(child, s, &join(k))?;
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<Section<T>, A::Error> {
+                T::deserialize(serde::de::value::MapAccessDeserializer::new(map)).map(Section)
             }
-            Ok(())
         }
-        (_, _) => Err(format!(
-            "{}: must be an object",
-            if at.is_empty() { "the file" } else { at }
-        )),
+        d.deserialize_map(Only(std::marker::PhantomData))
     }
 }
 
-/// A minimal JSON reader used only to check keys and report syntax errors with a line number.
-mod json {
-    /// A parsed JSON value; objects keep their keys' order and line numbers.
-    pub enum Value {
-        Null,
-        Bool(bool),
-        /// A number as written.
-        Num(String),
-        Str(String),
-        Array(Vec<Value>),
-        Object(Vec<(String, usize, Value)>),
-    }
+/// An optional section (`null` = absent, as an omitted key).
+fn object<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Ok(Option::<Section<T>>::deserialize(d)?.map(|s| s.0))
+}
 
-    impl Value {
-        pub fn get(&self, key: &str) -> Option<&Value> {
-            match self {
-                Value::Object(m) => m.iter().find(|(k, _, _)| k == key).map(|(_, _, v)| v),
-                _ => None,
-            }
-        }
+/// An optional map of sections (`regions`, `clients`).
+fn objects<'de, D, T>(d: D) -> Result<Option<BTreeMap<String, T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    let m = Option::<BTreeMap<String, Section<T>>>::deserialize(d)?;
+    Ok(m.map(|m| m.into_iter().map(|(k, v)| (k, v.0)).collect()))
+}
 
-        /// What kind of value this is, for messages.
-        pub fn kind(&self) -> String {
-            match self {
-                Value::Null => "null".into(),
-                Value::Bool(b) => b.to_string(),
-                Value::Num(n) => n.clone(),
-                Value::Str(s) => format!("the string {s:?}"),
-                Value::Array(_) => "a list".into(),
-                Value::Object(_) => "an object".into(),
-            }
+/// Compact JSON text with secret-looking values replaced by "***".
+fn masked(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::Object(m) => format!(
+            "{{{}}}",
+            m.iter()
+                .map(|(k, v)| {
+                    let secret = ["password", "token", "secret"]
+                        .iter()
+                        .any(|s| k.to_ascii_lowercase().contains(s));
+                    if secret {
+                        format!("{k:?}:\"***\"")
+                    } else {
+                        format!("{k:?}:{}", masked(v))
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join(",")
+        ),
+        serde_json::Value::Array(a) => {
+            format!("[{}]", a.iter().map(masked).collect::<Vec<_>>().join(","))
         }
-
-        /// Compact JSON text with secret-looking values replaced by "***".
-        pub fn to_masked_string(&self) -> String {
-            match self {
-                Value::Null => "null".into(),
-                Value::Bool(b) => b.to_string(),
-                Value::Num(n) => n.clone(),
-                Value::Str(s) => format!("{s:?}"),
-                Value::Array(a) => format!(
-                    "[{}]",
-                    a.iter()
-                        .map(|v| v.to_masked_string())
-                        .collect::<Vec<_>>()
-                        .join(",")
-                ),
-                Value::Object(m) => format!(
-                    "{{{}}}",
-                    m.iter()
-                        .map(|(k, _, v)| {
-                            let secret = ["password", "token", "secret"]
-                                .iter()
-                                .any(|s| k.to_ascii_lowercase().contains(s));
-                            if secret {
-                                format!("{k:?}:\"***\"")
-                            } else {
-                                format!("{k:?}:{}", v.to_masked_string())
-                            }
-                        })
-                        .collect::<Vec<_>>()
-                        .join(",")
-                ),
-            }
-        }
-    }
-
-    struct P<'a> {
-        s: &'a [u8],
-        i: usize,
-        line: usize,
-        depth: usize,
-    }
-
-    pub fn parse(text: &str) -> Result<Value, String> {
-        let mut p = P {
-            s: text.as_bytes(),
-            i: 0,
-            line: 1,
-            depth: 0,
-        };
-        let v = p.value()?;
-        p.ws();
-        if p.i != p.s.len() {
-            return Err(p.err("trailing characters after the JSON value"));
-        }
-        Ok(v)
-    }
-
-    impl P<'_> {
-        fn err(&self, what: &str) -> String {
-            format!("line {}: invalid JSON: {what}", self.line)
-        }
-        fn ws(&mut self) {
-            while let Some(&c) = self.s.get(self.i) {
-                match c {
-                    b'\n' => self.line += 1,
-                    b' ' | b'\t' | b'\r' => {}
-                    _ => break,
-                }
-                self.i += 1;
-            }
-        }
-        fn value(&mut self) -> Result<Value, String> {
-            self.ws();
-            // Bounded nesting: a hostile file must not overflow the stack.
-            if self.depth > 64 {
-                return Err(self.err("nested too deeply"));
-            }
-            match self.s.get(self.i) {
-                None => Err(self.err("unexpected end of file")),
-                Some(b'{') => {
-                    self.i += 1;
-                    self.depth += 1;
-                    let mut m = Vec::new();
-                    self.ws();
-                    if self.s.get(self.i) == Some(&b'}') {
-                        self.i += 1;
-                        self.depth -= 1;
-                        return Ok(Value::Object(m));
-                    }
-                    loop {
-                        self.ws();
-                        let line = self.line;
-                        if self.s.get(self.i) != Some(&b'"') {
-                            return Err(self.err("expected a key in double quotes"));
-                        }
-                        let k = self.string()?;
-                        self.ws();
-                        if self.s.get(self.i) != Some(&b':') {
-                            return Err(self.err("expected ':' after a key"));
-                        }
-                        self.i += 1;
-                        let v = self.value()?;
-                        if m.iter().any(|(k2, _, _)| *k2 == k) {
-                            return Err(self.err(&format!("duplicate key {k:?}")));
-                        }
-                        m.push((k, line, v));
-                        self.ws();
-                        match self.s.get(self.i) {
-                            Some(b',') => self.i += 1,
-                            Some(b'}') => {
-                                self.i += 1;
-                                self.depth -= 1;
-                                return Ok(Value::Object(m));
-                            }
-                            _ => return Err(self.err("expected ',' or '}'")),
-                        }
-                    }
-                }
-                Some(b'[') => {
-                    self.i += 1;
-                    self.depth += 1;
-                    let mut a = Vec::new();
-                    self.ws();
-                    if self.s.get(self.i) == Some(&b']') {
-                        self.i += 1;
-                        self.depth -= 1;
-                        return Ok(Value::Array(a));
-                    }
-                    loop {
-                        a.push(self.value()?);
-                        self.ws();
-                        match self.s.get(self.i) {
-                            Some(b',') => self.i += 1,
-                            Some(b']') => {
-                                self.i += 1;
-                                self.depth -= 1;
-                                return Ok(Value::Array(a));
-                            }
-                            _ => return Err(self.err("expected ',' or ']'")),
-                        }
-                    }
-                }
-                Some(b'"') => {
-                    let s = self.string()?;
-                    Ok(Value::Str(s))
-                }
-                Some(_) => {
-                    let start = self.i;
-                    while let Some(c) = self.s.get(self.i) {
-                        if c.is_ascii_alphanumeric() || matches!(c, b'-' | b'+' | b'.') {
-                            self.i += 1;
-                        } else {
-                            break;
-                        }
-                    }
-                    let word = String::from_utf8_lossy(&self.s[start..self.i]).into_owned();
-                    match word.as_str() {
-                        "null" => Ok(Value::Null),
-                        "true" => Ok(Value::Bool(true)),
-                        "false" => Ok(Value::Bool(false)),
-                        w if !w.is_empty() && w.parse::<f64>().is_ok() => Ok(Value::Num(word)),
-                        _ => Err(self.err(&format!("unexpected {word:?}"))),
-                    }
-                }
-            }
-        }
-        fn string(&mut self) -> Result<String, String> {
-            self.i += 1;
-            let mut out = Vec::new();
-            loop {
-                match self.s.get(self.i) {
-                    None | Some(b'\n') => return Err(self.err("unterminated string")),
-                    Some(b'"') => {
-                        self.i += 1;
-                        return Ok(String::from_utf8_lossy(&out).into_owned());
-                    }
-                    Some(b'\\') => {
-                        // Escapes are kept as written: keys with escapes are not ours anyway.
-                        out.push(b'\\');
-                        if let Some(&c) = self.s.get(self.i + 1) {
-                            out.push(c);
-                        }
-                        self.i += 2;
-                    }
-                    Some(&c) => {
-                        out.push(c);
-                        self.i += 1;
-                    }
-                }
-            }
-        }
+        other => other.to_string(),
     }
 }
 
 #[cfg(test)]
 mod tests {
     /// The factory's `periods` keys, its override struct (what the JSON derive reads) and the
-    /// agent's Config all come from one table: each key of `FACT_KINDS` is accepted by the
-    /// shape check, read into the right field, and applied to the right `Periods` slot.
+    /// agent's Config all come from one table: each key of `FACT_KINDS` is accepted (unknown
+    /// keys are refused), read into the right field, and applied to the right `Periods` slot.
     #[test]
     fn the_period_keys_are_the_fact_kinds() {
-        let Shape::Obj(keys) = PERIODS_SHAPE else {
-            panic!("periods is an object");
-        };
-        let shape: Vec<&str> = keys.iter().map(|(k, _)| *k).collect();
         let table: Vec<&str> = autofact_fbs::FACT_KINDS
             .iter()
             .map(|k| k.period_key)
             .collect();
-        assert_eq!(shape, table);
+        assert_eq!(table.len(), 11);
         for (i, key) in table.iter().enumerate() {
             let text = format!("{{\"{key}\": {}}}", 1000 + i);
-            let o: PeriodsOverride = nanoserde::DeJson::deserialize_json(&text)
-                .unwrap_or_else(|e| panic!("{text}: {e}"));
+            let o: PeriodsOverride =
+                serde_json::from_str(&text).unwrap_or_else(|e| panic!("{text}: {e}"));
             let set: Vec<usize> = (0..11).filter(|j| o.slots()[*j].is_some()).collect();
             assert_eq!(set, vec![i], "{key} read into slot {set:?}");
             assert_eq!(o.fields()[i], (*key, Some(1000 + i as u32)));
@@ -929,15 +628,66 @@ mod tests {
 
     #[test]
     fn unknown_keys_are_named() {
-        assert!(err(r#"{"listn": "0.0.0.0:1"}"#).contains("unknown key \"listn\""));
-        assert!(err(r#"{"defaults": {"periods": {"cpu": 1000}}}"#)
-            .contains("unknown key \"defaults.periods.cpu\""));
-        assert!(err(r#"{"regions": {"eu": {"push": 1}}}"#).contains("\"regions.eu.push\""));
-        assert!(err(r#"{"limits": {"max_conn": 1}}"#).contains("\"limits.max_conn\""));
-        assert!(err(r#"{"sink": {"kind": "file", "urll": "x"}}"#).contains("\"sink.urll\""));
+        let unknown = |text: &str, path: &str, key: &str| {
+            let e = err(text);
+            assert!(
+                e.contains(&format!("{path}: unknown field `{key}`")) && e.contains("line 1"),
+                "{text}: {e}"
+            );
+        };
+        unknown(r#"{"listn": "0.0.0.0:1"}"#, "listn", "listn");
+        unknown(
+            r#"{"defaults": {"periods": {"cpu": 1000}}}"#,
+            "defaults.periods.cpu",
+            "cpu",
+        );
+        unknown(
+            r#"{"regions": {"eu": {"push": 1}}}"#,
+            "regions.eu.push",
+            "push",
+        );
+        unknown(
+            r#"{"limits": {"max_conn": 1}}"#,
+            "limits.max_conn",
+            "max_conn",
+        );
+        unknown(
+            r#"{"sink": {"kind": "file", "urll": "x"}}"#,
+            "sink.urll",
+            "urll",
+        );
         assert!(
             FactoryConfig::parse(r#"{"sink": {"kind": "file", "url": "http://x"}}"#, "t").is_ok()
         );
+    }
+
+    /// Issue 14: a misspelt nested key is one error naming the key path and its line (the
+    /// sink's keys are flat: `linger_ms` sits directly under `sink`).
+    #[test]
+    fn an_unknown_nested_key_names_its_path_and_line() {
+        let e = err("{\n  \"sink\": {\n    \"kind\": \"file\",\n    \"linger_msx\": 5\n  }\n}");
+        assert!(e.contains("test.json"), "{e}");
+        assert!(
+            e.contains("sink.linger_msx: unknown field `linger_msx`"),
+            "{e}"
+        );
+        assert!(e.contains("line 4"), "{e}");
+        let e = err("{\"defaults\": {\n\"periods\": {\"cpu_msx\": 1000}}}");
+        assert!(e.contains("defaults.periods.cpu_msx"), "{e}");
+        assert!(e.contains("line 2"), "{e}");
+    }
+
+    /// Issue 14: a value of the wrong type is one error naming the key path, the type and the
+    /// line.
+    #[test]
+    fn a_wrong_type_names_its_key_and_line() {
+        let e = err("{\n\"limits\": {\"max_connections\": \"10\"}\n}");
+        assert!(e.contains("test.json"), "{e}");
+        assert!(
+            e.contains("limits.max_connections: invalid type: string \"10\""),
+            "{e}"
+        );
+        assert!(e.contains("line 2"), "{e}");
     }
 
     #[test]
@@ -946,7 +696,7 @@ mod tests {
         assert!(err(r#"{"token": "short"}"#).contains("token: must be at least 16"));
         assert!(err(r#"{"fleet_key": "short"}"#).contains("fleet_key: must be at least 32"));
         assert!(err(r#"{"clock": {"threshold_ms": 0}}"#).contains("clock.threshold_ms"));
-        assert!(err(r#"{"clock": {"threshold": 5}}"#).contains("\"clock.threshold\""));
+        assert!(err(r#"{"clock": {"threshold": 5}}"#).contains("clock.threshold: unknown field"));
         let c = FactoryConfig::parse(r#"{"clock": {"threshold_ms": 500}}"#, "t").expect("valid");
         assert_eq!(c.clock.threshold_ns, 500_000_000);
         let key = "k".repeat(32);
@@ -959,12 +709,12 @@ mod tests {
             .contains("regions.eu.periods.cpu_ms"));
         assert!(err(r#"{"clients": {"bob": {}}}"#).contains("clients.bob: not a client id"));
         assert!(err(r#"{"limits": {"max_connections": 0}}"#).contains("limits.max_connections"));
-        assert!(err(r#"{"listen": 5}"#).contains("listen: expected a string, got 5"));
-        assert!(err(r#"{"defaults": {"push_interval_ms": -5}}"#).contains(
-            "defaults.push_interval_ms: expected a whole number from 0 to 4294967295, got -5"
-        ));
+        assert!(err(r#"{"listen": 5}"#)
+            .contains("listen: invalid type: integer `5`, expected a string"));
+        assert!(err(r#"{"defaults": {"push_interval_ms": -5}}"#)
+            .contains("defaults.push_interval_ms: invalid value: integer `-5`, expected u32"));
         assert!(err(r#"{"regions": {"eu": {"periods": {"cpu_ms": "1s"}}}}"#)
-            .contains("regions.eu.periods.cpu_ms: expected a whole number"));
+            .contains("regions.eu.periods.cpu_ms: invalid type: string \"1s\""));
         assert!(err(r#"{"limits": {"max_connections": 1.5}}"#).contains("limits.max_connections"));
         assert!(
             err(r#"{"defaults": {"give_up_secs": 5000000000}}"#).contains("defaults.give_up_secs")
@@ -975,10 +725,26 @@ mod tests {
     fn syntax_errors_give_the_line() {
         let e = err("{\n\"listen\": \"0.0.0.0:1\",\n}");
         assert!(e.contains("line 3"), "{e}");
-        assert!(err("[1,2]").contains("must be an object"));
-        assert!(err("{\"a\":1} x").contains("trailing"));
-        let deep = "[".repeat(1000);
-        assert!(err(&deep).contains("nested too deeply"));
+        assert!(err("[1,2]").contains("invalid type: sequence, expected an object"));
+        // serde's derive would read a struct from an array by position (`[5]` as the first
+        // limit); every section must be an object.
+        for (text, at) in [
+            (r#"{"limits": [5]}"#, "limits: "),
+            (r#"{"regions": {"eu": [5]}}"#, "regions.eu: "),
+            (r#"{"defaults": {"periods": [5]}}"#, "defaults.periods: "),
+            (r#"{"sink": ["file"]}"#, "sink: "),
+        ] {
+            let e = err(text);
+            assert!(
+                e.contains(&format!("{at}invalid type: sequence")),
+                "{text}: {e}"
+            );
+        }
+        assert!(err("{\"listen\":\"0.0.0.0:1\"} x").contains("trailing"));
+        // A hostile file must not overflow the stack: every value has a type, so the first
+        // bracket where a section or a scalar belongs is refused (and serde_json bounds nesting).
+        let deep = format!("{{\"sink\": {{\"kind\": {}", "[".repeat(100_000));
+        assert!(err(&deep).contains("sink.kind: invalid type: sequence"));
     }
 
     #[test]
@@ -996,8 +762,8 @@ mod tests {
 
     #[test]
     fn sink_text_masks_secrets() {
-        let v = json::parse(r#"{"url":"http://x","password":"hunter2"}"#).expect("json");
-        let s = v.to_masked_string();
+        let v = serde_json::from_str(r#"{"url":"http://x","password":"hunter2"}"#).expect("json");
+        let s = masked(&v);
         assert!(s.contains("http://x") && !s.contains("hunter2"), "{s}");
     }
 }

@@ -1,6 +1,6 @@
 //! The `sink` section of the factory config, and its validation into a target (file or InfluxDB).
 
-use nanoserde::{DeJson, SerJson};
+use serde::Deserialize;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -8,23 +8,19 @@ use super::SinkError;
 
 /// Where facts go: the `sink` field of the factory config. Every field has a default, so `{}`
 /// (or no `sink` section at all) means the file sink under the data directory.
-#[derive(Debug, Clone, PartialEq, DeJson, SerJson)]
-#[nserde(default)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct SinkConfig {
     /// `"file"` (the default) or `"influxdb"`.
-    #[nserde(default_with = "d_kind")]
     pub kind: String,
     /// InfluxDB base URL: `http://host:port` or `https://host[:port]`.
-    #[nserde(default_with = "d_url")]
     pub url: String,
     /// For an https `url`: the PEM file of the CA that signed the store's certificate; empty =
     /// the system's CA bundle.
     pub ca_file: String,
     /// `"v1"` (InfluxDB 1.x `/write`) or `"v2"` (2.x and 3.x `/api/v2/write`).
-    #[nserde(default_with = "d_api")]
     pub api: String,
     /// v1 database.
-    #[nserde(default_with = "d_database")]
     pub database: String,
     /// v1 user, sent as the `u` query parameter when not empty.
     pub username: String,
@@ -39,10 +35,8 @@ pub struct SinkConfig {
     /// v1: on "database not found", run `CREATE DATABASE` through `/query`.
     pub create_database: bool,
     /// A batch is written once it holds this many points.
-    #[nserde(default_with = "d_batch_points")]
     pub batch_points: usize,
     /// Upper bound on how long a batch stays open to gather more submissions (see `linger_ms`).
-    #[nserde(default_with = "d_flush_ms")]
     pub flush_ms: u64,
     /// How long the writer waits for more submissions once its queue is empty. 0 (the default)
     /// writes as soon as the queue is drained ("group commit"): a lone write costs one round trip,
@@ -50,22 +44,19 @@ pub struct SinkConfig {
     /// `flush_ms` for Telegraf's behaviour (fewer, larger writes; up to `flush_ms` more ack latency).
     pub linger_ms: u64,
     /// Per-request timeout, milliseconds (minreq counts whole seconds: rounded up).
-    #[nserde(default_with = "d_timeout_ms")]
     pub timeout_ms: u64,
     /// Submissions queued for the writer before `write` waits (backpressure towards the sessions).
-    #[nserde(default_with = "d_queue")]
     pub queue: usize,
     /// File sink directory; empty means `<data_dir>/facts`.
     pub dir: String,
     /// InfluxDB: writer threads, each with one request in flight. One request at a time caps the
     /// rate at one batch per InfluxDB round trip; InfluxDB takes concurrent writes faster (see
     /// bench/RESULTS.md). The file sink always has one writer (one ordered append stream).
-    #[nserde(default_with = "d_writers")]
     pub writers: usize,
 }
 
-// nanoserde's container `default` takes each field's type default ("" and 0), so the real
-// defaults are named per field; `Default` uses the same functions.
+// The defaults, one function each, named for the field (serde's container `default` takes
+// them through `Default`).
 fn d_kind() -> String {
     "file".into()
 }

@@ -41,12 +41,8 @@ impl InfluxBackend {
                 format!("{base}/write?db={}&precision=ns", url_encode(database)),
                 // Basic auth rather than `u`/`p` parameters keeps the password out of URLs
                 // (and so out of proxy and server access logs); InfluxDB 1.x takes either.
-                (!username.is_empty() || !password.is_empty()).then(|| {
-                    format!(
-                        "Basic {}",
-                        base64(format!("{username}:{password}").as_bytes())
-                    )
-                }),
+                (!username.is_empty() || !password.is_empty())
+                    .then(|| basic_auth(username, password)),
             ),
             Api::V2 { org, bucket, token } => (
                 format!(
@@ -455,41 +451,26 @@ fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
     era * 146_097 + doe - 719_468
 }
 
-/// Percent-encodes everything but RFC 3986's unreserved characters (minreq is built without its
-/// `urlencoding` feature and sends parameters as given).
+/// RFC 3986's unreserved characters stay as they are; everything else is percent-encoded, so a
+/// database, org or bucket name cannot add query parameters.
+const QUERY_VALUE: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// A query parameter value, percent-encoded (minreq is built without its `urlencoding` feature
+/// and sends parameters as given).
 pub(crate) fn url_encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                out.push(b as char)
-            }
-            _ => out.push_str(&format!("%{b:02X}")),
-        }
-    }
-    out
+    percent_encoding::utf8_percent_encode(s, QUERY_VALUE).to_string()
 }
 
-/// Standard base64 with padding, for the Basic auth header.
-pub(crate) fn base64(data: &[u8]) -> String {
-    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
-    for chunk in data.chunks(3) {
-        let n = (u32::from(chunk[0]) << 16)
-            | (u32::from(*chunk.get(1).unwrap_or(&0)) << 8)
-            | u32::from(*chunk.get(2).unwrap_or(&0));
-        out.push(A[(n >> 18) as usize & 63] as char);
-        out.push(A[(n >> 12) as usize & 63] as char);
-        out.push(if chunk.len() > 1 {
-            A[(n >> 6) as usize & 63] as char
-        } else {
-            '='
-        });
-        out.push(if chunk.len() > 2 {
-            A[n as usize & 63] as char
-        } else {
-            '='
-        });
-    }
-    out
+/// The `Authorization` value for HTTP Basic auth (RFC 7617: standard base64 with padding).
+pub(crate) fn basic_auth(username: &str, password: &str) -> String {
+    use base64::Engine;
+    let pair = format!("{username}:{password}");
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(pair)
+    )
 }
