@@ -811,9 +811,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             pct(i_pct)
         );
     }
+    // Its peak, not its RSS now: every agent has hung up by this point.
+    let g_hwm = status_value("self", "VmHWM:");
     println!(
-        "generator (this process): CPU {:.1}% of a core; load average {load_start} -> {load_end}",
-        pct(g_pct)
+        "generator (this process): CPU {:.1}% of a core, peak RSS {:.1} MiB; load average {load_start} -> {load_end}",
+        pct(g_pct),
+        mib(g_hwm)
     );
     // The factory may still be draining a backlog into InfluxDB: wait until it is done, so the
     // direct writes have InfluxDB to themselves.
@@ -830,7 +833,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let direct_s = direct_phase(&args, durable_s.or(Some(points_s)))?;
     println!(
-        "RESULT label={} clients={n} held={held} failed={} offered_s={} batches_s={batches_s:.0} points_s={points_s:.0} durable_points_s={} p50_ms={p50} p99_ms={p99} max_ms={max} acked_in_window={}/{in_window} factory_rss_mib={:.1} factory_rss_kib={} base_kib={} kib_per_agent={} factory_hwm_mib={:.1} factory_cpu_pct={:.1} factory_wait_pct={:.1} influxd_cpu_pct={:.1} gen_cpu_pct={:.1} direct_points_s={} load={}",
+        "RESULT label={} clients={n} held={held} failed={} offered_s={} batches_s={batches_s:.0} points_s={points_s:.0} durable_points_s={} p50_ms={p50} p99_ms={p99} max_ms={max} acked_in_window={}/{in_window} factory_rss_mib={:.1} factory_rss_kib={} base_kib={} kib_per_agent={} factory_hwm_mib={:.1} factory_cpu_pct={:.1} factory_wait_pct={:.1} influxd_cpu_pct={:.1} gen_cpu_pct={:.1} gen_hwm_mib={:.1} direct_points_s={} load={}",
         if args.label.is_empty() { "-" } else { &args.label },
         st.failed.load(Ordering::Relaxed),
         if args.rate > 0.0 {
@@ -850,6 +853,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         pct(f_wait),
         pct(i_pct),
         pct(g_pct),
+        mib(g_hwm),
         direct_s.map_or("nan".into(), |d| format!("{d:.0}")),
         load_end.replace(' ', "/"),
     );
