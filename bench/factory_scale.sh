@@ -21,6 +21,7 @@
 #   FLEET_KEY=1 bench/factory_scale.sh 5000   # factories with a fleet_key (fleet inventory points on)
 #   BASELINE=none bench/factory_scale.sh      # only this checkout's factory
 #   BASELINE=<rev> …                          # compare with another revision (default 8c86337)
+#   BUILD_ONLY=1 PRESET=issue14 …             # print the plan and its time, build, run nothing
 #
 #   PRESET=issue14 bench/factory_scale.sh     # issue 14's set, each against the baseline, with a
 #                                             # PASS/FAIL line per criterion (~15 min):
@@ -85,9 +86,20 @@ fits() { # agents -> agents that fit in this process's limits, with a warning if
   echo "$n"
 }
 
-ramp_of() { local n=$1; echo $(( n / 1000 > 3 ? n / 1000 : 3 )); }
-warmup_of() { # kind rate: long enough that every agent has pushed once before the window
-  if [ "$1" = idle ]; then python3 -c "import math; print(max(5, math.ceil(1 / $2)))"; else echo 5; fi
+period_of() { # rate -> whole seconds between an agent's pushes (0: closed loop)
+  python3 -c "import math; print(math.ceil(1 / $1) if $1 > 0 else 0)"
+}
+ramp_of() { # agents rate: ~1,000 new connections a second, and starts spread over at least one
+  # push period, so a mostly idle fleet's pushes are spread evenly rather than in bursts
+  local n=$1 p r
+  p=$(period_of "$2")
+  r=$(( n / 1000 > 3 ? n / 1000 : 3 ))
+  echo $(( r > p ? r : p ))
+}
+warmup_of() { # rate: long enough that every agent has pushed once before the window
+  local p
+  p=$(period_of "$1")
+  echo $(( p > 5 ? p : 5 ))
 }
 
 # What the whole run will take, so nobody starts a half-hour run by accident.
@@ -96,7 +108,7 @@ for p in "${plan[@]}"; do
   read -r sink n rate kind <<< "$p"
   n=$(fits "$n" 2>/dev/null)
   # start + ramp + warm-up + window + acks still owed + stop
-  t=$(( 3 + $(ramp_of "$n") + $(warmup_of "$kind" "$rate") + window + 10 ))
+  t=$(( 3 + $(ramp_of "$n" "$rate") + $(warmup_of "$rate") + window + 10 ))
   # a fresh influxd, then InfluxDB's own rate with 1 and 2 writers on another fresh one
   if [ "$sink" = influx ]; then t=$(( t + 10 + 2 * ( (window < 15 ? window : 15) + 5 ) )); fi
   estimate=$(( estimate + t ))
@@ -152,6 +164,11 @@ if [ "$baseline" != none ]; then
     rm -rf "$base_dir/src" "$base_dir/target"
     echo "    built in $(( $(date +%s) - started )) s"
   fi
+fi
+
+if [ "${BUILD_ONLY:-0}" = 1 ]; then
+  echo "==> BUILD_ONLY=1: both factories built, nothing run"
+  exit 0
 fi
 
 dir=$(mktemp -d "${TMPDIR:-/tmp}/autofact-scale.XXXXXX")
@@ -260,8 +277,8 @@ JSON
     extra=(--influx-pid "$influx_pid")
   fi
   local ramp warmup
-  ramp=$(ramp_of "$n")
-  warmup=$(warmup_of "$kind" "$rate")
+  ramp=$(ramp_of "$n" "$rate")
+  warmup=$(warmup_of "$rate")
   # Where the factory's threads spend the middle of the window (see bench/threads.sh).
   ( sleep $(( ramp + warmup + window / 3 )); "$root/bench/threads.sh" "$fpid" 40 0.25 > "$dir/threads-$label.txt" 2>&1 ) &
   local sampler=$!

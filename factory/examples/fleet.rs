@@ -748,7 +748,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Unacknowledged batches waited at least this long when the agents hung up.
     let floor_ms = (end - w1).as_secs_f64() * 1000.0;
     let q = |p: f64| percentile(&lat, in_window, p);
-    let show = |v: Option<f64>| v.map_or(format!(">{floor_ms:.0}"), |v| format!("{v:.2}"));
+    // No batch sent in the window (a window shorter than the push period): no latency to show.
+    let show = |v: Option<f64>| match v {
+        Some(v) => format!("{v:.2}"),
+        None if in_window == 0 => "-".into(),
+        None => format!(">{floor_ms:.0}"),
+    };
     let (p50, p99, max) = (show(q(0.5)), show(q(0.99)), show(q(1.0)));
     let mib = |k: Option<u64>| k.map_or(f64::NAN, |k| k as f64 / 1024.0);
     let pct = |p: Option<f64>| p.unwrap_or(f64::NAN);
