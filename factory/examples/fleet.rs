@@ -12,7 +12,7 @@
 //! ```sh
 //! cargo run --release -p autofactory --example fleet -- --addr 127.0.0.1:8675 --token T \
 //!     --clients 1000 --factory-pid PID [--admin 127.0.0.1:8676] [--seconds 30] [--ramp 5] \
-//!     [--warmup 5] [--rate 1] [--threads 1] [--label TEXT]
+//!     [--warmup 5] [--rate 1] [--threads 1] [--label TEXT] [--factory-base-kib KIB]
 //!     [--influx http://127.0.0.1:8086 --influx-pid PID --direct-db direct --direct-writers 2]
 //! ```
 //!
@@ -20,8 +20,13 @@
 //! against a fresh influxd, so neither measurement inherits the other's series and compactions).
 //!
 //! `--rate 0` is the closed loop: each agent sends its next batch as soon as the previous one is
-//! acknowledged (the factory's ceiling rather than a fleet's steady state). Each agent needs one
-//! file descriptor here and one in the factory: raise `ulimit -n` for large fleets.
+//! acknowledged (the factory's ceiling rather than a fleet's steady state). `--rate 0.1` is a
+//! mostly idle fleet (one push every 10 s). Each agent needs one file descriptor here and one in
+//! the factory: raise `ulimit -n` for large fleets.
+//!
+//! `--factory-base-kib` is the factory's RSS with no agent connected (read by the caller before
+//! starting this): the RSS at the end of the window above it, per connection held, is printed as
+//! KiB per agent.
 
 mod common;
 
@@ -62,6 +67,7 @@ struct Args {
     direct_db: String,
     direct_only: bool,
     label: String,
+    factory_base_kib: Option<u64>,
 }
 
 fn args() -> Result<Args, Box<dyn std::error::Error>> {
@@ -92,6 +98,7 @@ fn args() -> Result<Args, Box<dyn std::error::Error>> {
             .unwrap_or_else(|| "direct".into()),
         direct_only,
         label: a.opt_value_from_str("--label")?.unwrap_or_default(),
+        factory_base_kib: a.opt_value_from_str("--factory-base-kib")?,
     };
     let rest = a.finish();
     if !rest.is_empty() {
@@ -741,7 +748,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Unacknowledged batches waited at least this long when the agents hung up.
     let floor_ms = (end - w1).as_secs_f64() * 1000.0;
     let q = |p: f64| percentile(&lat, in_window, p);
-    let show = |v: Option<f64>| v.map_or(format!(">{floor_ms:.0}"), |v| format!("{v:.2}"));
+    // No batch sent in the window (a window shorter than the push period): no latency to show.
+    let show = |v: Option<f64>| match v {
+        Some(v) => format!("{v:.2}"),
+        None if in_window == 0 => "-".into(),
+        None => format!(">{floor_ms:.0}"),
+    };
     let (p50, p99, max) = (show(q(0.5)), show(q(0.99)), show(q(1.0)));
     let mib = |k: Option<u64>| k.map_or(f64::NAN, |k| k as f64 / 1024.0);
     let pct = |p: Option<f64>| p.unwrap_or(f64::NAN);
@@ -785,6 +797,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         pct(f_wait),
         f_threads.map_or("?".into(), |t| t.to_string())
     );
+    // Memory each connection costs the factory: what it holds at the end of the window above
+    // what it held with no agent (one process per run, so the base is that run's own).
+    let kib_per_agent = match (f_rss, args.factory_base_kib) {
+        (Some(rss), Some(base)) if held > 0 => {
+            let per = (rss as f64 - base as f64) / held as f64;
+            println!(
+                "factory memory per agent: ({rss} KiB at window end - {base} KiB with no agent) / {held} held = {per:.1} KiB/agent"
+            );
+            Some(per)
+        }
+        _ => None,
+    };
     if ipid.is_some() {
         println!(
             "influxd: RSS {:.1} MiB, CPU {:.1}% of a core",
@@ -792,9 +816,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             pct(i_pct)
         );
     }
+    // Its peak, not its RSS now: every agent has hung up by this point.
+    let g_hwm = status_value("self", "VmHWM:");
     println!(
-        "generator (this process): CPU {:.1}% of a core; load average {load_start} -> {load_end}",
-        pct(g_pct)
+        "generator (this process): CPU {:.1}% of a core, peak RSS {:.1} MiB; load average {load_start} -> {load_end}",
+        pct(g_pct),
+        mib(g_hwm)
     );
     // The factory may still be draining a backlog into InfluxDB: wait until it is done, so the
     // direct writes have InfluxDB to themselves.
@@ -811,17 +838,27 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let direct_s = direct_phase(&args, durable_s.or(Some(points_s)))?;
     println!(
-        "RESULT label={} clients={n} held={held} failed={} batches_s={batches_s:.0} points_s={points_s:.0} durable_points_s={} p50_ms={p50} p99_ms={p99} max_ms={max} acked_in_window={}/{in_window} factory_rss_mib={:.1} factory_hwm_mib={:.1} factory_cpu_pct={:.1} factory_wait_pct={:.1} influxd_cpu_pct={:.1} gen_cpu_pct={:.1} direct_points_s={} load={}",
+        "RESULT label={} clients={n} held={held} failed={} offered_s={} batches_s={batches_s:.0} points_s={points_s:.0} durable_points_s={} p50_ms={p50} p99_ms={p99} max_ms={max} acked_in_window={}/{in_window} factory_rss_mib={:.1} factory_rss_kib={} base_kib={} kib_per_agent={} factory_hwm_mib={:.1} factory_cpu_pct={:.1} factory_wait_pct={:.1} influxd_cpu_pct={:.1} gen_cpu_pct={:.1} gen_hwm_mib={:.1} direct_points_s={} load={}",
         if args.label.is_empty() { "-" } else { &args.label },
         st.failed.load(Ordering::Relaxed),
+        if args.rate > 0.0 {
+            format!("{:.1}", n as f64 * args.rate)
+        } else {
+            "closed".into()
+        },
         durable_s.map_or("nan".into(), |d| format!("{d:.0}")),
         lat.len(),
         mib(f_rss),
+        f_rss.map_or("nan".into(), |k| k.to_string()),
+        args.factory_base_kib
+            .map_or("nan".into(), |k| k.to_string()),
+        kib_per_agent.map_or("nan".into(), |k| format!("{k:.1}")),
         mib(f_hwm),
         pct(f_pct),
         pct(f_wait),
         pct(i_pct),
         pct(g_pct),
+        mib(g_hwm),
         direct_s.map_or("nan".into(), |d| format!("{d:.0}")),
         load_end.replace(' ', "/"),
     );
