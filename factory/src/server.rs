@@ -19,9 +19,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-/// How often unsaved inventory records are retried (and a failed store reopened).
-const INVENTORY_RETRY: Duration = Duration::from_secs(2);
-
 /// How long shutdown waits for in-flight sink writes before it stops the sink anyway.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -420,19 +417,8 @@ impl Factory {
                 self.accepted(&executor, stream, peer, alive_tx.clone());
             }
         };
-        // The inventory's disk may fail (full, read-only): what could not be written is
-        // retried here until it is, so no restart is ever needed for it.
-        let retry_inventory = async {
-            loop {
-                smol::Timer::after(INVENTORY_RETRY).await;
-                if shared.inventory.unsaved() > 0 {
-                    let s = shared.clone();
-                    smol::unblock(move || s.inventory.retry()).await;
-                }
-            }
-        };
         let stop_rx = shared.stop_rx.clone();
-        smol::future::or(smol::future::or(accept, retry_inventory), async {
+        smol::future::or(accept, async {
             smol::future::or(shutdown, async {
                 let _ = stop_rx.recv().await;
             })
@@ -478,7 +464,7 @@ impl Factory {
         .await;
         if let Err(e) = smol::unblock({
             let s = shared.clone();
-            move || s.inventory.persist()
+            move || s.inventory.close()
         })
         .await
         {
