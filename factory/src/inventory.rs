@@ -1143,7 +1143,9 @@ mod tests {
         let inv = Inventory::open_with(&dir, m.clone()).expect("open");
         let start = Instant::now();
         let (_, peak) = peak_threads(|| {
-            let pending: Vec<_> = (0..N).map(|n| inv.enroll(client(n, "pi"))).collect();
+            let pending: Vec<_> = (0..N)
+                .map(|n| inv.enroll(client(n, &format!("pi-{n}"))))
+                .collect();
             smol::block_on(async {
                 for p in pending {
                     p.await.expect("enrolled");
@@ -1159,23 +1161,26 @@ mod tests {
         drop(inv);
         let _ = std::fs::remove_dir_all(&dir);
 
-        // Before: every enrollment an insert + fsync under one lock, through smol::unblock.
+        // Before: every enrollment its host tag, an insert and an fsync under the one lock,
+        // through smol::unblock (as `enroll` was until the writer thread).
         let dir = temp_dir("rate-each");
-        let store = Arc::new(Mutex::new(
-            open_store(&dir.join("inventory")).expect("open"),
-        ));
+        let store = open_store(&dir.join("inventory")).expect("open");
+        let store = Arc::new(Mutex::new((HashMap::new(), store)));
         let start = Instant::now();
         let (fsyncs, peak) = peak_threads(|| {
             let pending: Vec<_> = (0..N)
                 .map(|n| {
                     let store = store.clone();
                     smol::unblock(move || {
-                        let rec = client(n, "pi");
-                        let s = store.lock().unwrap_or_else(|p| p.into_inner());
+                        let mut rec = client(n, &format!("pi-{n}"));
+                        let mut guard = store.lock().unwrap_or_else(|p| p.into_inner());
+                        let (cache, s) = &mut *guard;
+                        rec.host_tag = assign_tag(cache.values(), &rec).0;
                         s.clients
                             .insert(rec.id.as_bytes(), rec.serialize_json().into_bytes())
                             .and_then(|()| s.db.persist(fjall::PersistMode::SyncAll))
                             .expect("write");
+                        cache.insert(rec.id.clone(), rec);
                     })
                 })
                 .collect();
