@@ -1,19 +1,31 @@
 //! The client inventory: one fjall keyspace `clients`, key = client id (32 hex digits), value =
 //! the record as nanoserde JSON. Kept in memory too (a fleet is thousands of small records) so
-//! reads never touch disk; every change is written through.
+//! reads never touch disk.
 //!
-//! Durability: an enrollment is fsync'd before the Welcome goes out (a lost record would lock
-//! the client out for good); when that cannot be done the enrollment fails and the session
-//! refuses the agent with Busy, which it retries. Other updates (last seen, last acked epoch
-//! and seq, hostname) go to fjall's journal without an fsync; losing the last few after a crash
-//! only means a batch may be written twice, which the design allows.
+//! One writer thread (`inventory`) owns the store; nothing else touches the disk. A change made
+//! by [`Inventory::update`] (every Hello and every acknowledged batch) changes the memory copy
+//! under the lock, marks the client dirty and returns; the writer takes the dirty clients (and
+//! copies of their records) under the lock and writes them without it, as one fjall batch, at
+//! most every 100 ms. Each client changed within a round is one write of its latest record, so
+//! its `last_acked_seq` never goes backwards on disk. The batch reaches fjall's journal and the
+//! OS (fjall's default durability, no fsync) within a round: a crash of the factory loses
+//! nothing written, a crash of the machine the changes since the OS last flushed.
+//!
+//! Durability of enrollments: [`Inventory::enroll`] and [`Inventory::rekey`] return futures at
+//! once; the writer writes every enrollment and re-key waiting for it (rounds 10 ms apart while
+//! they wait) with one fsync, and only then resolves them, so an enrollment is fsync'd before
+//! the Welcome goes out (a lost record would lock the client out for good). When that cannot
+//! be done the enrollment fails and the session refuses the agent with Busy, which it retries;
+//! the failed record is not kept, and its id is written as a removal once the store works, so
+//! whatever reached the journal cannot come back as a client nobody holds.
 //!
 //! A failing disk (full, read-only, I/O errors): fjall poisons itself after a failed write, so
-//! the store is dropped at the first error and the changed records are kept in memory as
-//! *unsaved*. [`Inventory::retry`] (run every few seconds by the server, and before every
-//! enrollment) reopens the store and writes them; no restart is needed once space is back.
-//! Updates never fail: the memory copy is the truth while the disk is away. Warnings about it
-//! are rate-limited (one a minute, with the count of the ones left out).
+//! the writer drops the store at the first error and the changed records stay in memory as
+//! *unsaved*; it reopens the store every 2 s (at once when an enrollment waits) and writes
+//! them; no restart is needed once space is back. Updates never fail: the memory copy is the
+//! truth while the disk is away. Warnings about it are rate-limited (one a minute, with the
+//! count of the ones left out). [`Inventory::close`] (at shutdown) writes what is left, fsyncs
+//! and stops the writer.
 //!
 //! Host tags: every client's points carry `host` = its hostname, unless another client already
 //! holds that hostname; then its tag is `hostname~<first 8 hex digits of its id>`. The tag is
