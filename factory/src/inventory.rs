@@ -1212,6 +1212,87 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
+    /// Acks' updates of 10,000 clients from two threads, through the writer vs the former
+    /// insert per update under the lock. Prints figures; run with
+    /// `cargo test -p autofactory --lib update_rate -- --ignored --nocapture`.
+    #[test]
+    #[ignore]
+    fn update_rate_coalesced_vs_one_insert_each() {
+        const CLIENTS: usize = 10_000;
+        const UPDATES: u64 = 200_000;
+        let dir = temp_dir("upd-writer");
+        let m = Arc::new(Metrics::default());
+        let inv = Arc::new(Inventory::open_with(&dir, m.clone()).expect("open"));
+        smol::block_on(async {
+            let pending: Vec<_> = (0..CLIENTS)
+                .map(|n| inv.enroll(client(n, &format!("pi-{n}"))))
+                .collect();
+            for p in pending {
+                p.await.expect("enrolled");
+            }
+        });
+        let before = counts(&m).0;
+        let start = Instant::now();
+        let threads: Vec<_> = (0..2u64)
+            .map(|t| {
+                let inv = inv.clone();
+                std::thread::spawn(move || {
+                    for u in (t..UPDATES).step_by(2) {
+                        let id = client(u as usize % CLIENTS, "").id;
+                        inv.update(&id, |r| r.last_acked_seq = u);
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().expect("updating thread");
+        }
+        let took = start.elapsed();
+        inv.close().expect("close");
+        println!(
+            "writer: {UPDATES} updates of {CLIENTS} clients in {took:?} = {:.0}/s, {} writes",
+            UPDATES as f64 / took.as_secs_f64(),
+            counts(&m).0 - before
+        );
+        drop(inv);
+        let _ = std::fs::remove_dir_all(&dir);
+
+        let dir = temp_dir("upd-each");
+        let store = open_store(&dir.join("inventory")).expect("open");
+        let cache: HashMap<String, ClientRecord> = (0..CLIENTS)
+            .map(|n| (client(n, "").id, client(n, &format!("pi-{n}"))))
+            .collect();
+        let state = Arc::new(Mutex::new((cache, store)));
+        let start = Instant::now();
+        let threads: Vec<_> = (0..2u64)
+            .map(|t| {
+                let state = state.clone();
+                std::thread::spawn(move || {
+                    for u in (t..UPDATES).step_by(2) {
+                        let id = client(u as usize % CLIENTS, "").id;
+                        let mut guard = state.lock().unwrap_or_else(|p| p.into_inner());
+                        let (cache, s) = &mut *guard;
+                        let rec = cache.get_mut(&id).expect("known");
+                        rec.last_acked_seq = u;
+                        s.clients
+                            .insert(id.as_bytes(), rec.serialize_json().into_bytes())
+                            .expect("write");
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().expect("updating thread");
+        }
+        let took = start.elapsed();
+        println!(
+            "one insert each: {UPDATES} updates of {CLIENTS} clients in {took:?} = {:.0}/s, {UPDATES} writes",
+            UPDATES as f64 / took.as_secs_f64(),
+        );
+        drop(state);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     #[test]
     fn warnings_are_one_a_minute_and_the_next_counts_the_ones_left_out() {
         let q = Quiet::new();
