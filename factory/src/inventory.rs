@@ -767,7 +767,9 @@ impl Core {
         };
         let mut answers = Vec::with_capacity(jobs.len());
         for job in jobs {
-            st.enrolling.remove(&job.id);
+            if let Change::Enroll { .. } = job.change {
+                st.enrolling.remove(&job.id);
+            }
             let answer = match (&written, job.change) {
                 (Ok(()), Change::Enroll { rec, holder }) => {
                     if let Some(holder) = holder {
