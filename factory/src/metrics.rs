@@ -129,6 +129,11 @@ pub struct Metrics {
     pub inventory_reopens: AtomicU64,
     /// Records changed in memory and not yet written to the store (gauge).
     pub inventory_unsaved: AtomicU64,
+    /// Inventory records written to the store (a client changed many times in one round of
+    /// the writer is one write).
+    pub inventory_writes: AtomicU64,
+    /// Inventory fsyncs (one per round with enrollments or re-keys, and one at shutdown).
+    pub inventory_fsyncs: AtomicU64,
     /// Snapshots whose time was rebuilt from the agent's boottime (its clock was wrong).
     pub snapshots_time_corrected: AtomicU64,
     /// Snapshots that needed it but had no reference for their boot: written as they were,
@@ -349,6 +354,20 @@ impl Metrics {
             "gauge",
             "Inventory records changed in memory and not yet written to disk.",
             &self.inventory_unsaved,
+        );
+        g(
+            &mut out,
+            "inventory_writes_total",
+            "counter",
+            "Inventory records written to the store; the changes of one client within a writer round are one write.",
+            &self.inventory_writes,
+        );
+        g(
+            &mut out,
+            "inventory_fsyncs_total",
+            "counter",
+            "Inventory fsyncs: one per group of enrollments or re-keys, and one at shutdown.",
+            &self.inventory_fsyncs,
         );
         let _ = writeln!(out, "# HELP autofactory_rejected_connections_total Connections refused or dropped, by reason.");
         let _ = writeln!(out, "# TYPE autofactory_rejected_connections_total counter");

@@ -24,9 +24,6 @@ use std::time::Duration;
 /// How long shutdown waits for in-flight sink writes before it stops the sink anyway.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// How often unsaved inventory records are retried (and a failed store reopened).
-const INVENTORY_RETRY: Duration = Duration::from_secs(2);
-
 /// After the drain timeout, how long sessions get to see their writes fail and close.
 const LATE_DRAIN: Duration = Duration::from_secs(5);
 
@@ -344,25 +341,10 @@ async fn serve(
                 }
             }
         };
-        // The inventory's disk may fail (full, read-only): what could not be written is
-        // retried here until it is, so no restart is ever needed for it.
-        let retry_inventory = async {
-            loop {
-                smol::Timer::after(INVENTORY_RETRY).await;
-                if ctx.inventory().unsaved() > 0 {
-                    let c = ctx.clone();
-                    smol::unblock(move || c.inventory().retry()).await;
-                }
-            }
-        };
         let stop = async {
             smol::future::or(shutdown, ctx.shutdown().begun()).await;
         };
-        smol::future::or(
-            smol::future::or(accept, flush),
-            smol::future::or(retry_inventory, stop),
-        )
-        .await;
+        smol::future::or(smol::future::or(accept, flush), stop).await;
         drop(listener);
         crate::info!("shutting down: no new connections; draining sessions");
         ctx.shutdown().begin();
@@ -382,7 +364,7 @@ async fn serve(
     for t in threads {
         let _ = t.join();
     }
-    if let Err(e) = ctx.inventory().persist() {
+    if let Err(e) = ctx.inventory().close() {
         // Not a reason to fail the shutdown: enrollments are durable already; what is lost
         // is last-seen and last-acked updates, so at worst a batch is written twice.
         crate::warn!(

@@ -361,12 +361,8 @@ async fn authenticate(
                 return Err(None);
             }
         };
-        let (inv, id, hash) = (
-            ctx.clone(),
-            known.id.clone(),
-            crate::ids::secret_hash(&secret),
-        );
-        return match smol::unblock(move || inv.inventory().rekey(&id, hash)).await {
+        let hash = crate::ids::secret_hash(&secret);
+        return match ctx.inventory().rekey(&known.id, hash).await {
             Ok(rec) => {
                 crate::info!(
                     "clone {} of {} presented the original's id again (its Welcome was lost): new secret",
@@ -448,17 +444,14 @@ async fn store_new(
         ..Default::default()
     };
     fill(&mut rec, h, peer, now);
-    let inv = ctx.clone();
-    smol::unblock(move || inv.inventory().enroll(rec))
-        .await
-        .map_err(|e| {
-            // The rejection line (rate-limited) names the cause; the inventory warned once.
-            Some(refusal(
-                Reason::Busy,
-                RejectCode::Busy,
-                format!("the factory cannot store a new client now (inventory: {e}); retry later"),
-            ))
-        })
+    ctx.inventory().enroll(rec).await.map_err(|e| {
+        // The rejection line (rate-limited) names the cause; the inventory warned once.
+        Some(refusal(
+            Reason::Busy,
+            RejectCode::Busy,
+            format!("the factory cannot store a new client now (inventory: {e}); retry later"),
+        ))
+    })
 }
 
 /// Copies what the Hello says about the machine into its record.
