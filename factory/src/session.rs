@@ -89,6 +89,37 @@ pub(crate) async fn run(
     peer: SocketAddr,
     busy: bool,
 ) {
+    // Everything before the Welcome runs as its own boxed future: its state (the TLS and
+    // websocket handshakes, the Hello, an enrollment) is freed once the client is known, so
+    // what a connection keeps for its life is only what serving its batches needs.
+    if let Some(started) = Box::pin(start(ctx, stream, peer, busy)).await {
+        serve(ctx, peer, started).await;
+    }
+}
+
+/// A connection whose client is known, ready for its Welcome.
+struct Started {
+    ws: Ws,
+    hello: Hello,
+    /// When the Hello came, by the factory's clock.
+    hello_at: i64,
+    id: String,
+    hostname: String,
+    host_tag: String,
+    /// Last acknowledged (epoch, seq) on record.
+    last: (u64, u64),
+    /// For a new client, its secret.
+    secret: String,
+    welcome_back: bool,
+}
+
+/// Upgrade, Hello and authentication; `None` when the connection was refused or closed.
+async fn start(
+    ctx: &Arc<Context>,
+    stream: Async<TcpStream>,
+    peer: SocketAddr,
+    busy: bool,
+) -> Option<Box<Started>> {
     let limits = ctx.config().limits;
     let deadline = Instant::now() + limits.handshake_timeout;
     let m = ctx.metrics();
@@ -112,16 +143,16 @@ pub(crate) async fn run(
                 "this factory requires TLS: use a wss:// server URL and a ca_file",
             );
             refuse(&mut ws, peer, m, r).await;
-            return;
+            return None;
         }
         Some(Err(e)) => {
             refusal::record(m, peer, e.reason(), &e);
-            return;
+            return None;
         }
         None => {
             let why = format!("no websocket upgrade in {:?}", limits.handshake_timeout);
             refusal::record(m, peer, Reason::HandshakeTimeout, why);
-            return;
+            return None;
         }
     };
     if busy {
@@ -131,7 +162,7 @@ pub(crate) async fn run(
             "connection limit reached, retry later",
         );
         refuse(&mut ws, peer, m, r).await;
-        return;
+        return None;
     }
 
     // Hello, skipping pings; noted with the factory's clock when it came.
@@ -162,7 +193,7 @@ pub(crate) async fn run(
                     "{peer} closed before Hello{}",
                     e.map(|e| format!(": {e}")).unwrap_or_default()
                 );
-                return;
+                return None;
             }
             Ev::In(frame) => match classify(frame, limits.max_message_bytes, "expected Hello") {
                 Ok(Message::Hello(h)) => break (h, unix_now_ns()),
@@ -175,77 +206,99 @@ pub(crate) async fn run(
                     ),
                 ),
                 Err(Some(r)) => r,
-                Err(None) => return,
+                Err(None) => return None,
             },
             Ev::Timeout => {
                 let why = format!("no Hello in {:?}", limits.handshake_timeout);
                 refusal::record(m, peer, Reason::HandshakeTimeout, why);
                 transport::close(&mut ws, CloseCode::Policy, "no Hello in time").await;
-                return;
+                return None;
             }
             Ev::Stop => Refusal::shutting_down(),
         };
         refuse(&mut ws, peer, m, refused).await;
-        return;
+        return None;
     };
 
     let (record, secret, welcome_back) = match authenticate(ctx, &hello, peer).await {
         Ok(x) => x,
         Err(Some(r)) => {
             refuse(&mut ws, peer, m, r).await;
-            return;
+            return None;
         }
         Err(None) => {
             transport::close(&mut ws, CloseCode::Error, "internal error").await;
-            return;
+            return None;
         }
     };
-    let id = record.id.clone();
-    let hostname = record.name().to_string();
-    let host_tag = record.tag().to_string();
-
-    // Registered before the Welcome so a reload from now on reaches this session.
-    let (registration, config) = ctx.registry().join(&id, &hello.region, &hostname, || {
-        ctx.config().effective(&hello.region, &id)
-    });
-    m.connected_clients.fetch_add(1, Ordering::Relaxed);
-    let welcome = Message::Welcome(Welcome {
-        client_id: id.clone(),
+    Some(Box::new(Started {
+        ws,
+        hostname: record.name().to_string(),
+        host_tag: record.tag().to_string(),
+        last: (record.epoch, record.last_acked_seq),
+        id: record.id,
+        hello,
+        hello_at,
         secret,
         welcome_back,
+    }))
+}
+
+/// Welcome, then batches until the connection ends. `s` stays boxed: the task keeps one copy
+/// of what the connection needs, not the moved-out parts beside it.
+async fn serve(ctx: &Arc<Context>, peer: SocketAddr, mut s: Box<Started>) {
+    let m = ctx.metrics();
+    // Registered before the Welcome so a reload from now on reaches this session.
+    let (registration, config) = ctx
+        .registry()
+        .join(&s.id, &s.hello.region, &s.hostname, || {
+            ctx.config().effective(&s.hello.region, &s.id)
+        });
+    m.connected_clients.fetch_add(1, Ordering::Relaxed);
+    let welcome = Message::Welcome(Welcome {
+        client_id: s.id.clone(),
+        secret: std::mem::take(&mut s.secret),
+        welcome_back: s.welcome_back,
         config,
     });
-    if transport::send(&mut ws, &welcome).await.is_ok() {
+    if Box::pin(transport::send(&mut s.ws, &welcome)).await.is_ok() {
+        drop(welcome);
+        let s = &mut *s;
         crate::info!(
-            "{} {hostname} ({id}) from {peer}, agent {}, last acked epoch {:016x} seq {}{}",
-            if welcome_back {
+            "{} {} ({}) from {peer}, agent {}, last acked epoch {:016x} seq {}{}",
+            if s.welcome_back {
                 "welcome back"
             } else {
                 "enrolled"
             },
-            hello.agent_version,
-            record.epoch,
-            record.last_acked_seq,
-            if host_tag == hostname {
+            s.hostname,
+            s.id,
+            s.hello.agent_version,
+            s.last.0,
+            s.last.1,
+            if s.host_tag == s.hostname {
                 String::new()
             } else {
-                format!(", host tag {host_tag}")
+                format!(", host tag {}", s.host_tag)
             }
         );
-        let last = (record.epoch, record.last_acked_seq);
-        let mut clock =
-            AgentClock::new(ctx.config().clock, &hello.boot_id).with_earlier(&ctx.boots().of(&id));
-        clock.observe(hello.agent_clock_ns, hello.agent_boottime_ns, hello_at);
+        let mut clock = AgentClock::new(ctx.config().clock, &s.hello.boot_id)
+            .with_earlier(&ctx.boots().of(&s.id));
+        clock.observe(
+            s.hello.agent_clock_ns,
+            s.hello.agent_boottime_ns,
+            s.hello_at,
+        );
         let mut live = Live {
             ctx,
-            ws: &mut ws,
+            ws: &mut s.ws,
             peer,
-            id: &id,
-            hostname: &hostname,
-            host_tag: &host_tag,
-            hello: &hello,
-            acked: last,
-            accepted: last,
+            id: &s.id,
+            hostname: &s.hostname,
+            host_tag: &s.host_tag,
+            hello: &s.hello,
+            acked: s.last,
+            accepted: s.last,
             inflight: Window::default(),
             agent_ping: config.ping_interval_ms,
             clock,
@@ -256,7 +309,7 @@ pub(crate) async fn run(
         // A later connection in the same boot (a reconnect) can rebuild snapshots this one's
         // reference covers, even if it has too few messages of its own yet.
         if let Some(r) = live.clock.reference() {
-            ctx.boots().remember(&id, r);
+            ctx.boots().remember(&s.id, r);
         }
     }
     m.connected_clients.fetch_sub(1, Ordering::Relaxed);
@@ -696,7 +749,7 @@ impl Live<'_> {
                         self.peer,
                         e.map(|e| format!(": {e}")).unwrap_or_default()
                     );
-                    self.finish_writes(false).await;
+                    Box::pin(self.finish_writes(false)).await;
                     break End::Gone;
                 }
                 Ev::In(frame) => {
@@ -704,7 +757,9 @@ impl Live<'_> {
                     pinged = false;
                     match classify(frame, limits.max_message_bytes, "bad message") {
                         Ok(Message::Batch(b)) => {
-                            if let Err(r) = self.batch(b).await {
+                            // Boxed, like the other rare or large steps below: the session's
+                            // task keeps only the loop's own state between batches.
+                            if let Err(r) = Box::pin(self.batch(b)).await {
                                 break End::Refuse(r);
                             }
                         }
@@ -791,8 +846,8 @@ impl Live<'_> {
         match end {
             End::Refuse(r) => {
                 // Writes already handed to the sink still count: finish and record them.
-                self.finish_writes(true).await;
-                refuse(self.ws, self.peer, m, r).await;
+                Box::pin(self.finish_writes(true)).await;
+                Box::pin(refuse(self.ws, self.peer, m, r)).await;
             }
             End::Close(code, why, reason) => {
                 let what = format!("{} ({}): {why}", self.hostname, self.id);
@@ -800,7 +855,7 @@ impl Live<'_> {
                     Some(reason) => refusal::record(m, self.peer, reason, what),
                     None => crate::info!("closing {what} at {}", self.peer),
                 }
-                transport::close(self.ws, code, why).await;
+                Box::pin(transport::close(self.ws, code, why)).await;
             }
             End::Gone => {}
         }
@@ -1042,5 +1097,36 @@ impl Live<'_> {
         };
         self.inflight.push(info, write);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What each connection keeps for its life is mostly the session task's future: its size
+    /// is printed (and bounded, so a change that makes it balloon is seen).
+    #[test]
+    fn a_session_task_stays_small() {
+        fn returned<A, B, C, D, Fut: Future>(_: &impl Fn(A, B, C, D) -> Fut) -> usize {
+            std::mem::size_of::<Fut>()
+        }
+        let run_size = returned(&|c: &'static Arc<Context>,
+                                  s: Async<TcpStream>,
+                                  p: SocketAddr,
+                                  b: bool| { run(c, s, p, b) });
+        println!("session task future: {run_size} bytes");
+        let serve_size = returned(&|c: &'static Arc<Context>,
+                                    p: SocketAddr,
+                                    s: Box<Started>,
+                                    _: ()| serve(c, p, s));
+        println!("serve: {serve_size}");
+        let batches_size = returned(&|l: &'static mut Live<'static>,
+                                      r: &'static Registration,
+                                      _: (),
+                                      _: ()| l.batches(r));
+        println!("batches: {batches_size}");
+        // 6,128 bytes before the handshakes and the Welcome were boxed (debug build).
+        assert!(run_size <= 3072, "session future is {run_size} bytes");
     }
 }

@@ -352,8 +352,19 @@ struct Point<'o> {
     fields: usize,
 }
 
+/// Byte order of two tag keys (InfluxDB's order), without a call per comparison.
+fn key_less(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    for (x, y) in a.iter().zip(b) {
+        if x != y {
+            return x < y;
+        }
+    }
+    a.len() < b.len()
+}
+
 impl<'o> Point<'o> {
-    /// Writes the measurement and the sorted, non-empty tags: the common three plus up to
+    /// Writes the measurement and the sorted, non-empty tags: the common four plus up to
     /// four of the measurement's own. A fixed array keeps the sort off the heap.
     fn begin(
         out: &'o mut String,
@@ -363,25 +374,40 @@ impl<'o> Point<'o> {
     ) -> Point<'o> {
         let start = out.len();
         write_measurement(out, measurement);
-        let mut all = [
+        // Only the tags that are set are sorted (usually three or four, the common ones already
+        // in key order), with a byte comparison that stops at the first difference: sorting all
+        // eight slots with memcmp was a tenth of the factory's time at 10,000 agents.
+        let mut set = [("", ""); 8];
+        let mut n = 0;
+        for (key, value) in [
+            ("clock", tags.clock),
             ("host", tags.host),
             ("region", tags.region),
             ("zone", tags.zone),
-            ("clock", tags.clock),
             extra[0],
             extra[1],
             extra[2],
             extra[3],
-        ];
-        all.sort_unstable_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
-        for (key, value) in all {
+        ] {
             // InfluxDB 1.x refuses a tag value that ends in a backslash however it is escaped
             // ("invalid tag format"), which would cost the whole point: drop trailing
             // backslashes, as Telegraf's serializer does.
             let value = value.trim_end_matches('\\');
-            if key.is_empty() || value.is_empty() {
-                continue;
+            if !key.is_empty() && !value.is_empty() {
+                set[n] = (key, value);
+                n += 1;
             }
+        }
+        let set = &mut set[..n];
+        // Insertion sort: the list is short and nearly sorted.
+        for i in 1..set.len() {
+            let mut j = i;
+            while j > 0 && key_less(set[j].0, set[j - 1].0) {
+                set.swap(j, j - 1);
+                j -= 1;
+            }
+        }
+        for &(key, value) in set.iter() {
             out.push(',');
             write_key(out, key);
             out.push('=');
@@ -435,8 +461,23 @@ impl<'o> Point<'o> {
 /// Appends an integer field value: decimal with the `i` suffix, saturating at `i64::MAX`
 /// (InfluxDB integers are signed 64-bit).
 pub fn write_int(out: &mut String, v: u64) {
-    let v = i64::try_from(v).unwrap_or(i64::MAX);
-    let _ = write!(out, "{v}i");
+    // Digits by hand rather than through `fmt`: integers are most of the fields, and the
+    // formatting machinery was a visible share of the factory's time at fleet scale.
+    let mut v = v.min(i64::MAX as u64);
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    for &d in &digits[i..] {
+        out.push(char::from(d));
+    }
+    out.push('i');
 }
 
 /// Appends a float field value in its shortest round-tripping decimal form. The caller leaves
