@@ -4,10 +4,10 @@
 //! connected) meet here without importing each other.
 
 use autofact_fbs::{Batch, Config};
-use smol::channel::{Receiver, Sender};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Poll, Waker};
 
 /// Messages to a live session from the rest of the factory.
 #[derive(Debug)]
@@ -25,7 +25,7 @@ struct Entry {
     region: String,
     hostname: String,
     config: Config,
-    tx: Sender<Control>,
+    tx: Outbox,
 }
 
 /// A session's place in the registry; [`Registry::leave`] gives it up.
@@ -33,7 +33,98 @@ pub struct Registration {
     id: String,
     conn: u64,
     /// Configs pushed by a reload and the takeover by a newer connection.
-    pub control: Receiver<Control>,
+    pub control: Inbox,
+}
+
+/// What is queued for one session: a mutex-guarded queue and the session's waker. (An async
+/// channel per session is 700 bytes, cache-padded, which 10,000 sessions notice; these
+/// messages are rare and have one reader.)
+#[derive(Default)]
+struct Mailbox {
+    state: Mutex<MailboxState>,
+}
+
+#[derive(Default)]
+struct MailboxState {
+    queue: VecDeque<Control>,
+    waker: Option<Waker>,
+    /// The registry's side is gone (replaced or removed): nothing more will come.
+    sender_gone: bool,
+    /// The session's side is gone: nothing sent will be read.
+    receiver_gone: bool,
+}
+
+impl Mailbox {
+    fn state(&self) -> MutexGuard<'_, MailboxState> {
+        // Each step leaves the state whole, so a poisoned lock holds nothing half-written.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The registry's end of a session's mailbox; dropping it ends the mailbox.
+struct Outbox(Arc<Mailbox>);
+
+impl Outbox {
+    /// Queues `c`; false when the session no longer reads its mailbox.
+    fn send(&self, c: Control) -> bool {
+        let mut st = self.0.state();
+        if st.receiver_gone {
+            return false;
+        }
+        st.queue.push_back(c);
+        if let Some(w) = st.waker.take() {
+            w.wake();
+        }
+        true
+    }
+}
+
+impl Drop for Outbox {
+    fn drop(&mut self) {
+        let mut st = self.0.state();
+        st.sender_gone = true;
+        if let Some(w) = st.waker.take() {
+            w.wake();
+        }
+    }
+}
+
+/// The session's end of its mailbox.
+pub struct Inbox(Arc<Mailbox>);
+
+impl Inbox {
+    /// The next message, in the order sent; None once the registry dropped this session's
+    /// entry and everything queued before was read.
+    pub async fn recv(&self) -> Option<Control> {
+        std::future::poll_fn(|cx| {
+            let mut st = self.0.state();
+            if let Some(c) = st.queue.pop_front() {
+                Poll::Ready(Some(c))
+            } else if st.sender_gone {
+                Poll::Ready(None)
+            } else {
+                if !st.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                    st.waker = Some(cx.waker().clone());
+                }
+                Poll::Pending
+            }
+        })
+        .await
+    }
+}
+
+impl Drop for Inbox {
+    fn drop(&mut self) {
+        let mut st = self.0.state();
+        st.receiver_gone = true;
+        st.queue.clear();
+    }
+}
+
+/// A new mailbox's two ends.
+fn mailbox() -> (Outbox, Inbox) {
+    let m = Arc::new(Mailbox::default());
+    (Outbox(m.clone()), Inbox(m))
 }
 
 /// One Config change pushed to a live session, for the reload's log line.
@@ -89,7 +180,7 @@ impl Registry {
     ) -> (Registration, Config) {
         let conn = self.next_conn.fetch_add(1, Ordering::Relaxed);
         // Unbounded: Configs are rare and Replaced comes once.
-        let (tx, control) = smol::channel::unbounded();
+        let (tx, control) = mailbox();
         let mut sessions = self.sessions();
         let config = config();
         let entry = Entry {
@@ -100,7 +191,7 @@ impl Registry {
             tx,
         };
         if let Some(old) = sessions.insert(id.to_string(), entry) {
-            let _ = old.tx.try_send(Control::Replaced);
+            old.tx.send(Control::Replaced);
         }
         let reg = Registration {
             id: id.to_string(),
@@ -142,7 +233,7 @@ impl Registry {
             }
             let old = std::mem::replace(&mut entry.config, new);
             // Fails only when the session is already ending.
-            let queued = entry.tx.try_send(Control::Config(new)).is_ok();
+            let queued = entry.tx.send(Control::Config(new));
             pushed.push(Pushed {
                 id: id.clone(),
                 hostname: entry.hostname.clone(),
@@ -185,6 +276,53 @@ impl Registry {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_session_reads_its_messages_in_order_then_learns_it_was_replaced() {
+        let r = Registry::default();
+        let (first, _) = r.join("c1", "eu", "pi-1", Config::default);
+        let changed = Config {
+            push_interval_ms: 5_000,
+            ..Config::default()
+        };
+        let pushed = r.push_configs(|_, _| changed);
+        assert!(pushed.len() == 1 && pushed[0].queued);
+        let (second, _) = r.join("c1", "eu", "pi-1", || changed);
+        smol::block_on(async {
+            assert!(matches!(first.control.recv().await, Some(Control::Config(c)) if c == changed));
+            assert!(matches!(
+                first.control.recv().await,
+                Some(Control::Replaced)
+            ));
+            // The registry dropped the old entry: its mailbox ends instead of waiting forever.
+            assert!(first.control.recv().await.is_none());
+        });
+        // The replaced session leaving does not remove the newer one.
+        r.leave(first);
+        assert_eq!(r.connected(), vec!["c1".to_string()]);
+        // A session that is gone reads nothing: a push to it says so.
+        let Registration { control, .. } = second;
+        drop(control);
+        let pushed = r.push_configs(|_, _| Config::default());
+        assert!(pushed.len() == 1 && !pushed[0].queued);
+    }
+
+    #[test]
+    fn a_waiting_session_wakes_when_a_config_is_pushed() {
+        let r = std::sync::Arc::new(Registry::default());
+        let (reg, _) = r.join("c1", "eu", "pi-1", Config::default);
+        let pusher = r.clone();
+        let t = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            pusher.push_configs(|_, _| Config {
+                push_interval_ms: 2_000,
+                ..Config::default()
+            })
+        });
+        let got = smol::block_on(reg.control.recv());
+        assert!(matches!(got, Some(Control::Config(c)) if c.push_interval_ms == 2_000));
+        assert_eq!(t.join().expect("the pushing thread").len(), 1);
+    }
 
     #[test]
     fn observed_keeps_the_latest_health_and_config_hash() {

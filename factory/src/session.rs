@@ -574,6 +574,11 @@ impl Window {
     /// `write: None` means nothing to write (no points): done at once.
     fn push(&mut self, info: BatchInfo, write: Option<WriteFuture>) {
         let result = if write.is_none() { Some(Ok(())) } else { None };
+        // Grown one slot at a time (VecDeque's first step is 4): a session usually has one
+        // batch in the sink, and the window is bounded by max_inflight_batches.
+        if self.q.len() == self.q.capacity() {
+            self.q.reserve_exact(1);
+        }
         self.q.push_back(Pending {
             info,
             write,
@@ -689,7 +694,7 @@ impl Live<'_> {
                 };
                 let ctl = async {
                     if ctl_open {
-                        Ev::Ctl(ctl_rx.recv().await.ok())
+                        Ev::Ctl(ctl_rx.recv().await)
                     } else {
                         pending().await
                     }
