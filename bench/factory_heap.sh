@@ -65,7 +65,7 @@ kill "$fpid"
 wait "${pids[0]}" 2> /dev/null || true
 pids=()
 heaptrack_print -f "$dir"/heap*.zst --print-peaks 0 --print-allocators 0 --print-leaks 0 \
-  --print-temporary 0 --print-histogram 0 --flamegraph-cost-type peak -F "$dir/peak.collapsed" > /dev/null 2>&1
+  --print-temporary 0 --flamegraph-cost-type peak -F "$dir/peak.collapsed" > /dev/null 2>&1
 python3 - "$dir/peak.collapsed" "$n" "$top" << 'PY'
 import collections, re, sys
 path, n, top = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
